@@ -1,0 +1,3 @@
+"""Tunery: fine-tune large language models (LoRA/SFT/DPO and more), LLaMA-Factory compatible."""
+
+__version__ = "0.1.0"
