@@ -1,0 +1,89 @@
+"""Dataset, template and encoding options (LLaMA-Factory's DataArguments names)."""
+
+from __future__ import annotations
+
+import os
+
+from tunery.config.option import Option, Rule, positive
+from tunery.errors import ConfigError
+
+G = "data"
+
+
+def _val_size(value):
+    if value < 0 or (value >= 1 and value != int(value)):
+        return "give a fraction in [0, 1) or a whole number of records"
+    return None
+
+
+def _dataset_dir(value: str):
+    if value.upper() == "ONLINE" or os.path.isdir(value):
+        return None
+    return "no such folder — it should hold dataset_info.json (LLaMA-Factory's data/ folder)"
+
+
+OPTIONS = [
+    Option("template", "str", None, "Chat template name (llama3, qwen, default, empty, …), or 'tokenizer' for the "
+           "tokenizer's own Jinja chat template.", G),
+    Option("dataset", "list", None, "Training dataset name(s) from dataset_info.json, comma-separated.", G),
+    Option("eval_dataset", "list", None, "Evaluation dataset name(s), comma-separated.", G),
+    Option("dataset_dir", "str", "data", "Folder holding dataset_info.json and the data files.", G,
+           check=_dataset_dir),
+    Option("cutoff_len", "int", 2048, "Maximum tokens per example after tokenization.", G, check=positive),
+    Option("train_on_prompt", "bool", False, "Also train on the prompt tokens.", G, advanced=True),
+    Option("mask_history", "bool", False, "Train only on the last assistant turn.", G, advanced=True),
+    Option("streaming", "bool", False, "Stream the dataset instead of loading it whole.", G, advanced=True,
+           unsupported="streaming datasets"),
+    Option("buffer_size", "int", 16384, "Shuffle buffer size when streaming.", G, check=positive, advanced=True),
+    Option("mix_strategy", "str", "concat", "How several datasets are mixed.", G,
+           choices=("concat", "interleave_under", "interleave_over"), advanced=True),
+    Option("interleave_probs", "list", None, "Sampling probabilities for interleaving, comma-separated.", G,
+           advanced=True),
+    Option("overwrite_cache", "bool", False, "Re-encode the datasets instead of reusing a cache.", G, advanced=True),
+    Option("preprocessing_batch_size", "int", 1000, "Records per encoding batch.", G, check=positive, advanced=True),
+    Option("preprocessing_num_workers", "int", None, "Processes used to encode the datasets.", G, check=positive,
+           advanced=True),
+    Option("max_samples", "int", None, "Use at most this many records of each dataset.", G, check=positive),
+    Option("val_size", "number", 0.0, "Held-out evaluation split: a fraction in [0, 1) or a record count.", G,
+           check=_val_size),
+    Option("eval_on_each_dataset", "bool", False, "Evaluate each eval dataset separately.", G, advanced=True),
+    Option("ignore_pad_token_for_loss", "bool", True, "Ignore pad tokens in the loss (predictions).", G,
+           advanced=True),
+    Option("packing", "bool", None, "Pack several examples into one sequence.", G, advanced=True),
+    Option("neat_packing", "bool", False, "Packing without cross-attention between packed examples.", G,
+           advanced=True),
+    Option("tool_format", "str", None, "Tool-call format to use instead of the template's own.", G, advanced=True),
+    Option("default_system", "str", None, "System prompt used when a record has none (overrides the template's).",
+           G),
+    Option("enable_thinking", "bool", True, "For reasoning templates: keep the thinking block.", G, advanced=True),
+    Option("tokenized_path", "str", None, "Save encoded datasets here once and reuse them on later runs.", G,
+           advanced=True),
+    Option("placeholders", "dict", None, "Values for {{placeholders}} in the data, e.g. {name: Tunery, author: me}.",
+           G),
+    Option("media_dir", "str", None, "Folder of images/videos/audios for multimodal datasets.", G, advanced=True,
+           unsupported="multimodal data"),
+]
+
+
+def _needs_dataset(cfg) -> None:
+    if cfg.do_train and not cfg.dataset:
+        raise ConfigError(f"{cfg.where}: option 'dataset' is required for training — name one or more entries of "
+                          f"{os.path.join(cfg.dataset_dir, 'dataset_info.json')}")
+
+
+def _interleave(cfg) -> None:
+    if cfg.interleave_probs and cfg.dataset and len(cfg.interleave_probs) != len(cfg.dataset):
+        raise ConfigError(f"{cfg.where}: option 'interleave_probs' has {len(cfg.interleave_probs)} values for "
+                          f"{len(cfg.dataset)} datasets — give one probability per dataset")
+
+
+def _val_and_eval(cfg) -> None:
+    if cfg.val_size and cfg.eval_dataset:
+        raise ConfigError(f"{cfg.where}: options 'val_size' and 'eval_dataset' both set — use one of them")
+
+
+RULES = [
+    Rule(_needs_dataset, frozenset({"train"})),
+    Rule(_interleave, frozenset({"train"})),
+    Rule(_val_and_eval, frozenset({"train"})),
+]

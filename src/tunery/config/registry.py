@@ -1,0 +1,43 @@
+"""All option declarations in one registry, and which groups each command shows."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from tunery.config import data_options, generation_options, method_options, model_options, train_options
+from tunery.config.hf_args import hf_options
+from tunery.config.option import Option, Rule
+
+_MODULES = (model_options, data_options, method_options, train_options, generation_options)
+
+# Groups listed by `tunery <command> -h` (every command accepts every option, so LLaMA-Factory YAML files that mix
+# training and generation keys work unchanged; options a command does not use are ignored by it).
+COMMAND_GROUPS = {
+    "train": ("model", "data", "method", "method: lora", "method: freeze", "method: rlhf", "output",
+              "training (transformers)", "generation"),
+    "chat": ("model", "data", "method", "generation"),
+    "preview": ("model", "data", "method"),
+}
+
+
+@lru_cache(maxsize=1)
+def all_options() -> dict[str, Option]:
+    options: dict[str, Option] = {}
+    for opt in hf_options():
+        options[opt.name] = opt
+    for module in _MODULES:
+        for opt in module.OPTIONS:
+            if opt.name in options and not options[opt.name].hf:
+                raise RuntimeError(f"option {opt.name} declared twice")
+            options[opt.name] = opt  # Tunery's declaration wins over the transformers snapshot
+    return options
+
+
+def all_rules() -> list[Rule]:
+    return [rule for module in _MODULES for rule in module.RULES]
+
+
+def options_for(command: str) -> list[Option]:
+    groups = COMMAND_GROUPS.get(command, COMMAND_GROUPS["chat"])
+    opts = all_options().values()
+    return [opt for group in groups for opt in opts if opt.group == group]

@@ -1,0 +1,66 @@
+"""Output and run options Tunery adds on top of transformers' TrainingArguments (which come from hf_args)."""
+
+from __future__ import annotations
+
+import os
+
+from tunery.config.option import Option, Rule
+from tunery.errors import ConfigError
+
+G = "output"
+
+OPTIONS = [
+    Option("overwrite_output_dir", "bool", False, "Allow writing into a non-empty output_dir (its old checkpoints "
+           "are removed).", G),
+    Option("resume_from_checkpoint", "str", None, "Checkpoint folder to resume from; by default the last complete "
+           "checkpoint in output_dir is used.", G),
+    Option("debug_data", "bool", False, "Print the first encoded example before training.", G, advanced=True),
+]
+
+
+def _output_dir(cfg) -> None:
+    if not cfg.output_dir:
+        raise ConfigError(f"{cfg.where}: option 'output_dir' is required — e.g. saves/llama3/lora/sft")
+    out = cfg.output_dir
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"{cfg.where}: output_dir '{out}' is a file — choose a folder")
+    if not cfg.do_train or cfg.overwrite_output_dir or not os.path.isdir(out) or not os.listdir(out):
+        return
+    from tunery.train.checkpoints import last_checkpoint
+
+    if cfg.resume_from_checkpoint or last_checkpoint(out):
+        return
+    raise ConfigError(f"{cfg.where}: output_dir '{out}' is not empty and holds no checkpoint to resume from — "
+                      "pass --overwrite_output_dir to replace it, or choose another output_dir")
+
+
+def _precision(cfg) -> None:
+    from tunery.utils import device
+
+    if cfg.fp16 and not device.fp16_supported():
+        raise ConfigError(f"{cfg.where}: option 'fp16' needs a CUDA GPU and this machine has none — drop fp16 "
+                          "(training runs in fp32 on CPU)")
+    if (cfg.bf16 or cfg.pure_bf16) and not device.bf16_supported():
+        name = "pure_bf16" if cfg.pure_bf16 else "bf16"
+        raise ConfigError(f"{cfg.where}: option '{name}' needs a GPU with bfloat16 support and this machine has none "
+                          f"— drop {name} (training runs in fp32 on CPU)")
+    if cfg.fp16 and cfg.bf16:
+        raise ConfigError(f"{cfg.where}: options 'fp16' and 'bf16' are both set — choose one")
+
+
+def _eval_needs_data(cfg) -> None:
+    if cfg.eval_strategy not in (None, "no") and not (cfg.val_size or cfg.eval_dataset):
+        raise ConfigError(f"{cfg.where}: eval_strategy '{cfg.eval_strategy}' needs evaluation data — set val_size "
+                          "(e.g. 0.1) or eval_dataset")
+    if cfg.load_best_model_at_end and cfg.eval_strategy in (None, "no"):
+        raise ConfigError(f"{cfg.where}: load_best_model_at_end needs eval_strategy steps or epoch")
+    if cfg.load_best_model_at_end and cfg.save_strategy != cfg.eval_strategy:
+        raise ConfigError(f"{cfg.where}: load_best_model_at_end needs save_strategy ({cfg.save_strategy}) equal to "
+                          f"eval_strategy ({cfg.eval_strategy})")
+
+
+RULES = [
+    Rule(_output_dir, frozenset({"train"})),
+    Rule(_precision, frozenset({"train"})),
+    Rule(_eval_needs_data, frozenset({"train"})),
+]

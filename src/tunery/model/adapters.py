@@ -1,0 +1,151 @@
+"""Fine-tuning methods on a loaded model: LoRA (and variants), freeze, full; loading and merging adapters."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from tunery.errors import TuneryError
+from tunery.utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+
+def linear_module_names(model) -> list[str]:
+    """Names (last component) of every linear layer except the output head — LLaMA-Factory's `lora_target: all`."""
+    import torch
+
+    output = model.get_output_embeddings()
+    names = set()
+    for name, module in model.named_modules():
+        if module is output or "lm_head" in name:
+            continue
+        if isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit", "Linear8bitLt"):
+            names.add(name.split(".")[-1])
+    return sorted(names)
+
+
+def _check_adapter_base(model, adapter_path: str) -> None:
+    """An adapter trained on another base fails with both names and a fix instead of a shape traceback."""
+    config_file = os.path.join(adapter_path, "adapter_config.json")
+    if not os.path.isfile(config_file):
+        return
+    with open(config_file, encoding="utf-8") as fh:
+        base = json.load(fh).get("base_model_name_or_path")
+    import safetensors
+
+    weights = os.path.join(adapter_path, "adapter_model.safetensors")
+    if not os.path.isfile(weights):
+        return
+    params = dict(model.named_parameters())
+    with safetensors.safe_open(weights, framework="pt") as fh:
+        for key in fh.keys():
+            if "lora_A" not in key:
+                continue
+            target = re.sub(r"^base_model\.model\.", "", key).replace(".lora_A.weight", ".weight")
+            shape = fh.get_slice(key).get_shape()
+            if target in params and params[target].shape[-1] != shape[-1]:
+                raise TuneryError(f"adapter '{adapter_path}' was trained on another base model ({base}): its "
+                                  f"{target} expects input size {shape[-1]}, the loaded model has "
+                                  f"{params[target].shape[-1]} — load it with the model it was trained on")
+
+
+def load_adapters(model, cfg, is_trainable: bool):
+    """Apply `adapter_name_or_path`: merge all of them (inference) or all but the last, which keeps training."""
+    from peft import PeftModel
+
+    adapters = list(cfg.adapter_name_or_path or [])
+    if not adapters:
+        return model
+    if cfg.finetuning_type != "lora":
+        raise TuneryError("adapter_name_or_path needs finetuning_type: lora")
+    resume = is_trainable and not cfg.create_new_adapter
+    to_merge, to_resume = (adapters[:-1], adapters[-1]) if resume else (adapters, None)
+    for path in to_merge:
+        _check_adapter_base(model, path)
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    if to_merge:
+        logger.info("merged %d adapter(s): %s", len(to_merge), ", ".join(to_merge))
+    if to_resume:
+        _check_adapter_base(model, to_resume)
+        model = PeftModel.from_pretrained(model, to_resume, is_trainable=True)
+        logger.info("continuing training of adapter %s", to_resume)
+    return model
+
+
+def setup_lora(model, cfg):
+    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+
+    if isinstance(model, PeftModel):
+        return model  # continuing an adapter loaded by load_adapters
+    targets = list(cfg.lora_target)
+    if targets == ["all"]:
+        targets = linear_module_names(model)
+    else:
+        present = set(linear_module_names(model))
+        missing = [t for t in targets if t not in present]
+        if missing:
+            raise TuneryError(f"lora_target: {', '.join(missing)} not found in the model — its linear layers are: "
+                              f"{', '.join(sorted(present))} (or use 'all')")
+    config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha or cfg.lora_rank * 2,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        modules_to_save=list(cfg.additional_target) if cfg.additional_target else None,
+        use_rslora=cfg.use_rslora,
+        use_dora=cfg.use_dora,
+        init_lora_weights="pissa_niter_16" if cfg.pissa_init else True,
+    )
+    model = get_peft_model(model, config)
+    # Trainable weights stay fp32 even when the base is loaded in half precision (stable updates).
+    import torch
+
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32 and not cfg.pure_bf16:
+            param.data = param.data.float()
+    return model
+
+
+def setup_freeze(model, cfg):
+    num_layers = model.config.num_hidden_layers
+    n = cfg.freeze_trainable_layers
+    layer_ids = range(max(0, num_layers - n), num_layers) if n > 0 else range(min(-n, num_layers))
+    modules = list(cfg.freeze_trainable_modules)
+    extra = list(cfg.freeze_extra_modules or [])
+    pattern = re.compile(r"\.layers\.(\d+)\.")
+    trainable = 0
+    for name, param in model.named_parameters():
+        match = pattern.search(name)
+        in_layer = match is not None and int(match.group(1)) in layer_ids
+        module_ok = modules == ["all"] or any(f".{m}." in name for m in modules)
+        param.requires_grad = (in_layer and module_ok) or any(e in name for e in extra)
+        trainable += param.requires_grad
+    if not trainable:
+        raise TuneryError(f"freeze_trainable_modules {modules} matched no parameter in layers "
+                          f"{list(layer_ids)} — check the module names")
+    return model
+
+
+def prepare_for_training(model, cfg):
+    """Attach the fine-tuning method; return the model ready for the Trainer."""
+    if not cfg.disable_gradient_checkpointing and cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+        if cfg.finetuning_type == "lora":
+            model.enable_input_require_grads()
+    model = load_adapters(model, cfg, is_trainable=True)
+    if cfg.finetuning_type == "lora":
+        model = setup_lora(model, cfg)
+    elif cfg.finetuning_type == "freeze":
+        model = setup_freeze(model, cfg)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("trainable params: %s || all params: %s || trainable%%: %.4f", f"{trainable:,}", f"{total:,}",
+                100 * trainable / max(total, 1))
+    if cfg.print_param_status:
+        for name, param in model.named_parameters():
+            print(f"{name}: {param.dtype} {param.device} trainable={param.requires_grad}")
+    return model

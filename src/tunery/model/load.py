@@ -1,0 +1,137 @@
+"""Tokenizer and model loading: local folders or hub ids, dtype, attention implementation, clear errors."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tunery.errors import TuneryError
+from tunery.utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+
+def _hub_kwargs(cfg) -> dict[str, Any]:
+    return {
+        "cache_dir": cfg.cache_dir,
+        "revision": cfg.model_revision,
+        "token": cfg.hf_hub_token,
+        "trust_remote_code": cfg.trust_remote_code,
+    }
+
+
+def _load_error(what: str, path: str, err: Exception) -> TuneryError:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if os.path.isdir(os.path.expanduser(path)):
+        return TuneryError(f"could not load the {what} from '{path}': {reason} — check that the folder holds a "
+                           "complete Hugging Face model (config.json, weights, tokenizer files)")
+    return TuneryError(f"could not load the {what} '{path}' from the Hugging Face hub: {reason} — if this machine is "
+                       f"offline, download it elsewhere (`hf download {path} --local-dir DIR`) and pass the folder")
+
+
+def load_tokenizer(cfg):
+    from transformers import AutoTokenizer
+
+    path = os.path.expanduser(cfg.model_name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            path, use_fast=cfg.use_fast_tokenizer, split_special_tokens=cfg.split_special_tokens,
+            padding_side="right", **_hub_kwargs(cfg)
+        )
+    except (OSError, ValueError) as err:
+        raise _load_error("tokenizer", cfg.model_name_or_path, err) from None
+    if cfg.model_max_length:
+        tokenizer.model_max_length = cfg.model_max_length
+    if cfg.new_special_tokens:
+        added = tokenizer.add_special_tokens({"additional_special_tokens": list(cfg.new_special_tokens)},
+                                             replace_extra_special_tokens=False)
+        if added:
+            logger.info("added %d new special tokens; embeddings will be resized", added)
+            cfg.resize_vocab = True
+    return tokenizer
+
+
+def compute_dtype(cfg):
+    """The dtype weights are loaded in: bf16/fp16 when training in them, else fp32 (CPU) or infer_dtype."""
+    import torch
+
+    if cfg.command == "train":
+        if cfg.bf16 or cfg.pure_bf16:
+            return torch.bfloat16
+        if cfg.fp16:
+            return torch.float16
+        return torch.float32
+    names = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+    if cfg.infer_dtype in names:
+        return names[cfg.infer_dtype]
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def attention_implementation(cfg) -> str | None:
+    if cfg.flash_attn == "disabled":
+        return "eager"
+    if cfg.flash_attn == "sdpa":
+        return "sdpa"
+    if cfg.flash_attn == "fa2":
+        try:
+            import flash_attn  # noqa: F401
+        except ImportError:
+            raise TuneryError("flash_attn: fa2 needs the flash-attn package and a CUDA GPU — install it "
+                              "(pip install flash-attn) or use flash_attn: sdpa") from None
+        return "flash_attention_2"
+    return None  # transformers picks sdpa where it can
+
+
+def quantization_config(cfg):
+    if cfg.quantization_bit is None:
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise TuneryError("quantization_bit needs bitsandbytes — install it (pip install 'tunery[bitsandbytes]') "
+                          "on a machine with a CUDA GPU") from None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if cfg.quantization_bit == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=compute_dtype(cfg) if cfg.command == "train"
+                              and (cfg.bf16 or cfg.fp16) else torch.float32,
+                              bnb_4bit_use_double_quant=cfg.double_quantization,
+                              bnb_4bit_quant_type=cfg.quantization_type)
+
+
+def load_model(cfg, tokenizer, path: str | None = None):
+    """Load the causal LM (no adapters yet) in the dtype and attention implementation the options ask for."""
+    from transformers import AutoModelForCausalLM
+
+    path = os.path.expanduser(path or cfg.model_name_or_path)
+    kwargs = dict(_hub_kwargs(cfg), dtype=compute_dtype(cfg), low_cpu_mem_usage=cfg.low_cpu_mem_usage)
+    attn = attention_implementation(cfg)
+    if attn:
+        kwargs["attn_implementation"] = attn
+    qconfig = quantization_config(cfg)
+    if qconfig is not None:
+        kwargs["quantization_config"] = qconfig
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise _load_error("model", path, err) from None
+    if cfg.enable_liger_kernel:
+        _apply_liger(model)
+    vocab = len(tokenizer)
+    if cfg.resize_vocab or model.get_input_embeddings().weight.shape[0] < vocab:
+        logger.info("resizing embeddings to the tokenizer's %d tokens", vocab)
+        model.resize_token_embeddings(vocab, pad_to_multiple_of=64 if cfg.resize_vocab else None)
+    return model
+
+
+def _apply_liger(model) -> None:
+    try:
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+    except ImportError:
+        raise TuneryError("enable_liger_kernel needs liger-kernel and a GPU — pip install 'tunery[liger]'") from None
+    _apply_liger_kernel_to_instance(model=model)
