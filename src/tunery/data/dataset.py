@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from tunery.utils.logging import get_logger
@@ -44,8 +45,15 @@ def encode_records(cfg, records, template, tokenizer) -> list[dict]:
         cfg.cutoff_len,
         train_on_prompt=cfg.train_on_prompt,
         mask_history=cfg.mask_history,
-        num_workers=cfg.preprocessing_num_workers or 1,
+        num_workers=_workers(cfg.preprocessing_num_workers, len(records)),
     )
+
+
+def _workers(requested: int | None, n_records: int) -> int:
+    """Processes worth starting: no more than the cores, and one for small data (a pool costs more than it saves)."""
+    if not requested or n_records < 2000:
+        return 1
+    return max(1, min(requested, os.cpu_count() or 1))
 
 
 def prepare_datasets(cfg, tokenizer, template) -> PreparedData:

@@ -27,11 +27,8 @@ def resolve_template(cfg, tokenizer):
             name = "empty"
             logger.warning("no template given and the tokenizer has no chat template: using 'empty' "
                            "(set template: NAME for a chat model)")
-    template = get_template(name)
-    if cfg.default_system is not None and hasattr(template, "replace"):
-        template = template.replace(default_system=cfg.default_system)
-    if hasattr(template, "replace") and "enable_thinking" in getattr(template, "__dataclass_fields__", {}):
-        template = template.replace(enable_thinking=cfg.enable_thinking)
+    template = get_template(name, default_system=cfg.default_system, enable_thinking=cfg.enable_thinking,
+                            tool_format=cfg.tool_format, tokenizer=tokenizer)
     template.fix_tokenizer(tokenizer)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
