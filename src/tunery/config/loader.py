@@ -121,15 +121,17 @@ def build_config(command: str, raw: list[tuple[str, Any, str]], where: str) -> C
     options = all_options()
     values = {name: opt.default for name, opt in options.items()}
     values = {k: (list(v) if isinstance(v, list) else v) for k, v in values.items()}
-    explicit: set[str] = set()
+    sources: dict[str, str] = {}  # option -> where its final value came from
     for key, value, source in raw:
         opt = options.get(key)
         if opt is None:
             raise ConfigError(f"{source}: unknown option '{key}'{did_you_mean(key, options)} — "
                               f"`tunery {command} -h` lists every option")
         values[key] = opt.coerce(value, source)
-        opt.validate(values[key], source)
-        explicit.add(key)
+        sources[key] = source
+    for key, source in sources.items():  # validate final values only: a later override may fix an earlier one
+        options[key].validate(values[key], source)
+    explicit = set(sources)
     if command == "train" and not explicit & {"do_train", "do_eval", "do_predict"}:
         values["do_train"] = True  # `tunery train` trains unless told to only evaluate or predict
     cfg = Config(command, values, explicit, where)

@@ -21,11 +21,14 @@ def training_arguments(cfg):
     """transformers Seq2SeqTrainingArguments from the options the user set, plus what Tunery needs."""
     from transformers import Seq2SeqTrainingArguments
 
+    from tunery.utils.device import cuda_available
+
     kwargs = cfg.hf_training_kwargs()
     kwargs["output_dir"] = cfg.output_dir
     kwargs["remove_unused_columns"] = False
     kwargs["gradient_checkpointing"] = False  # enabled on the model by prepare_for_training when asked
     kwargs.setdefault("include_num_input_tokens_seen", "non_padding")  # tokens/s in trainer_log.jsonl
+    kwargs.setdefault("dataloader_pin_memory", cuda_available())
     if cfg.pure_bf16:
         kwargs["bf16"] = False  # the weights are bf16 already; no autocast on top
     return Seq2SeqTrainingArguments(**kwargs)
