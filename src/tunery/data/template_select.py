@@ -42,7 +42,7 @@ def sync_chat_template(tokenizer, template) -> None:
     if own:
         try:
             rendered = tokenizer.apply_chat_template(_PROBE, tokenize=False, add_generation_prompt=True)
-            if rendered == template.render(_PROBE, add_generation_prompt=True):
+            if rendered == template.render(_PROBE, add_generation_prompt=True, tokenizer=tokenizer):
                 return
         except Exception:  # noqa: BLE001 - a Jinja template that cannot render the probe is replaced
             pass

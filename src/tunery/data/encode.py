@@ -1,0 +1,322 @@
+"""Token encoders: AlignedRecord -> model inputs, exactly as LLaMA-Factory 0.9.x's dataset processors.
+
+* :func:`encode_supervised` = ``SupervisedDatasetProcessor._encode_data_example`` (every assistant turn trained);
+* :func:`encode_pretrain` = ``PretrainDatasetProcessor`` (texts + eos, concatenated and cut in cutoff_len blocks);
+* :func:`encode_pairwise` (rm/dpo), :func:`encode_unsupervised` (ppo / predict), :func:`encode_kto` (kto);
+* :func:`encode_dataset` runs the right one over a list of records, optionally in a process pool.
+
+Templates must have been applied to the tokenizer first (``template.fix_tokenizer(tokenizer)``): the eos id the
+encoders use is the tokenizer's.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from itertools import chain
+
+from ..errors import ConfigError, DataError, did_you_mean
+from .records import ASSISTANT, IGNORE_INDEX, AlignedRecord
+from .templates.template import constant_cache
+
+logger = logging.getLogger(__name__)
+
+LF_BATCH_SIZE = 1000  # LLaMA-Factory's preprocessing_batch_size: pt packing and kto pairing work per batch
+
+STAGE_ENCODERS = {
+    "pt": "pretrain",
+    "sft": "supervised",
+    "rm": "pairwise",
+    "dpo": "pairwise",
+    "orpo": "pairwise",
+    "simpo": "pairwise",
+    "ppo": "unsupervised",
+    "predict": "unsupervised",
+    "kto": "kto",
+}
+
+
+def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:
+    """Lengths after truncation to ``cutoff_len`` (LLaMA-Factory's rule): a short target keeps all of its tokens and
+    the source gets the rest; else a short source is kept whole; else both are cut in proportion."""
+    if target_len * 2 < cutoff_len:  # truncate source
+        max_target_len = cutoff_len
+    elif source_len * 2 < cutoff_len:  # truncate target
+        max_target_len = cutoff_len - source_len
+    else:  # truncate both
+        max_target_len = int(cutoff_len * (target_len / (source_len + target_len)))
+    new_target_len = min(max_target_len, target_len)
+    new_source_len = min(max(cutoff_len - new_target_len, 0), source_len)
+    return new_source_len, new_target_len
+
+
+def _where(record: AlignedRecord) -> str:
+    return f" ({record.source})" if record.source else ""
+
+
+def _check_prompt(record: AlignedRecord) -> None:
+    if len(record.prompt) % 2 != 1:
+        raise DataError(f"invalid example{_where(record)}: the prompt needs an odd number of messages "
+                        f"(user/assistant pairs then a user turn), got {len(record.prompt)}")
+
+
+def encode_supervised(
+    record: AlignedRecord,
+    template,
+    tokenizer,
+    cutoff_len: int,
+    train_on_prompt: bool = False,
+    mask_history: bool = False,
+    discard_history_cot: bool = False,
+) -> dict:
+    """input_ids / labels / attention_mask for one sft example: prompts labelled ``IGNORE_INDEX``, every assistant
+    turn trained (only the last with ``mask_history``, which also gives the last turns priority in the budget)."""
+    _check_prompt(record)
+    if len(record.response) != 1:
+        raise DataError(f"invalid example{_where(record)}: sft needs exactly one response, got {len(record.response)}")
+    if train_on_prompt and template.efficient_eos:
+        raise ConfigError(f"template '{template.name}' does not support train_on_prompt (it uses efficient_eos)")
+    pairs = template.encode_multiturn(tokenizer, record.prompt + record.response, record.system or None,
+                                      record.tools or None, discard_history_cot=discard_history_cot)
+    eos = tokenizer.eos_token_id
+    input_ids: list[int] = []
+    labels: list[int] = []
+    total_length = 1 if template.efficient_eos else 0
+    if mask_history:
+        pairs = pairs[::-1]  # high priority for the last turns
+    for turn_idx, (source_ids, target_ids) in enumerate(pairs):
+        if total_length >= cutoff_len:
+            break
+        source_len, target_len = infer_seqlen(len(source_ids), len(target_ids), cutoff_len - total_length)
+        source_ids, target_ids = source_ids[:source_len], target_ids[:target_len]
+        total_length += source_len + target_len
+        if train_on_prompt:
+            source_label = source_ids
+        elif template.efficient_eos and turn_idx != 0 and source_len > 0:
+            source_label = [eos] + [IGNORE_INDEX] * (source_len - 1)  # the previous answer's eos sits here
+        else:
+            source_label = [IGNORE_INDEX] * source_len
+        target_label = [IGNORE_INDEX] * target_len if (mask_history and turn_idx != 0) else target_ids
+        if mask_history:
+            input_ids = source_ids + target_ids + input_ids
+            labels = source_label + target_label + labels
+        else:
+            input_ids += source_ids + target_ids
+            labels += source_label + target_label
+    if template.efficient_eos:
+        input_ids.append(eos)
+        labels.append(eos)
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": [1] * len(input_ids)}
+
+
+def encode_pairwise(record: AlignedRecord, template, tokenizer, cutoff_len: int) -> dict:
+    """chosen_* / rejected_* inputs from one prompt and (chosen, rejected) responses, sharing one truncation."""
+    _check_prompt(record)
+    if len(record.response) < 2:
+        raise DataError(f"invalid example{_where(record)}: ranking needs (chosen, rejected) responses")
+    system, tools = record.system or None, record.tools or None
+    prompt_ids, chosen_ids = template.encode_oneturn(tokenizer, record.prompt + [record.response[0]], system, tools)
+    _, rejected_ids = template.encode_oneturn(tokenizer, record.prompt + [record.response[1]], system, tools)
+    if template.efficient_eos:
+        chosen_ids = chosen_ids + [tokenizer.eos_token_id]
+        rejected_ids = rejected_ids + [tokenizer.eos_token_id]
+    source_len, target_len = infer_seqlen(len(prompt_ids), max(len(chosen_ids), len(rejected_ids)), cutoff_len)
+    prompt_ids, chosen_ids, rejected_ids = prompt_ids[:source_len], chosen_ids[:target_len], rejected_ids[:target_len]
+    out = {}
+    for name, ids in (("chosen", chosen_ids), ("rejected", rejected_ids)):
+        out[f"{name}_input_ids"] = prompt_ids + ids
+        out[f"{name}_attention_mask"] = [1] * (source_len + len(ids))
+        out[f"{name}_labels"] = [IGNORE_INDEX] * source_len + ids
+    return out
+
+
+def encode_unsupervised(record: AlignedRecord, template, tokenizer, cutoff_len: int) -> dict:
+    """The prompt as input_ids and the reference response (if any) as labels, for ppo and generation."""
+    _check_prompt(record)
+    response = record.response if len(record.response) == 1 else [{"role": ASSISTANT, "content": ""}]
+    input_ids, labels = template.encode_oneturn(tokenizer, record.prompt + response, record.system or None,
+                                                record.tools or None)
+    if template.efficient_eos:
+        labels = labels + [tokenizer.eos_token_id]
+    source_len, target_len = infer_seqlen(len(input_ids), len(labels), cutoff_len)
+    input_ids, labels = input_ids[:source_len], labels[:target_len]
+    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+
+
+def encode_kto(record: AlignedRecord, kl_record: AlignedRecord, template, tokenizer, cutoff_len: int) -> dict:
+    """input_ids/labels for the record's response and kl_* for its prompt with ``kl_record``'s response (LLaMA-Factory
+    pairs each example with the previous one's response in its batch); ``kto_tags`` is the desirability."""
+    _check_prompt(record)
+    if len(record.response) != 1 or record.kto_tag is None or len(kl_record.response) != 1:
+        raise DataError(f"invalid example{_where(record)}: kto needs one response and a kto_tag")
+    system, tools = record.system or None, record.tools or None
+    out = {}
+    for prefix, response in (("", record.response[0]), ("kl_", kl_record.response[0])):
+        prompt_ids, response_ids = template.encode_oneturn(tokenizer, record.prompt + [response], system, tools)
+        if template.efficient_eos:
+            response_ids = response_ids + [tokenizer.eos_token_id]
+        source_len, target_len = infer_seqlen(len(prompt_ids), len(response_ids), cutoff_len)
+        prompt_ids, response_ids = prompt_ids[:source_len], response_ids[:target_len]
+        out[prefix + "input_ids"] = prompt_ids + response_ids
+        out[prefix + "attention_mask"] = [1] * (source_len + target_len)
+        out[prefix + "labels"] = [IGNORE_INDEX] * source_len + response_ids
+    out["kto_tags"] = bool(record.kto_tag)
+    return out
+
+
+def encode_pretrain(texts: Sequence[str], tokenizer, cutoff_len: int, template=None, packing: bool = True,
+                    batch_size: int = LF_BATCH_SIZE) -> list[dict]:
+    """LLaMA-Factory's pt encoding: each text + eos (``<|end_of_text|>`` for llama3); with ``packing`` the texts of
+    each batch of ``batch_size`` are concatenated and cut into cutoff_len blocks (the remainder of a batch is dropped)
+    and, for tokenizers that add a bos, each block starts with it; without, each text is one truncated example."""
+    name = getattr(template, "name", None)
+    eos_token = "<|end_of_text|>" if name == "llama3" else tokenizer.eos_token
+    add_bos = bool(getattr(tokenizer, "add_bos_token", False))
+    encode = _batch_encoder(tokenizer)
+    out: list[dict] = []
+    for start in range(0, len(texts), batch_size):
+        batch = [text + eos_token for text in texts[start:start + batch_size]]
+        if not packing:
+            if add_bos:
+                batch = [tokenizer.bos_token + text for text in batch]
+            blocks = [ids[:cutoff_len] for ids in encode(batch)]
+        else:
+            ids = list(chain.from_iterable(encode(batch)))
+            total = (len(ids) // cutoff_len) * cutoff_len
+            blocks = [ids[i:i + cutoff_len] for i in range(0, total, cutoff_len)]
+            if add_bos:
+                for block in blocks:
+                    block[0] = tokenizer.bos_token_id
+        out += [{"input_ids": b, "attention_mask": [1] * len(b), "labels": list(b)} for b in blocks]
+    return out
+
+
+def _batch_encoder(tokenizer):
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is not None and hasattr(backend, "encode_batch") and backend.truncation is None and backend.padding is None:
+        return lambda texts: [e.ids for e in backend.encode_batch(list(texts), add_special_tokens=False)]
+    return lambda texts: tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+
+# ---------------------------------------------------------------- datasets
+class EncodedDataset(list):
+    """A list of encoded examples; ``dropped`` counts the records left out, by reason."""
+
+    def __init__(self, items=(), dropped: Counter | None = None):
+        super().__init__(items)
+        self.dropped = dropped if dropped is not None else Counter()
+
+
+def _trained(labels: list[int]) -> bool:
+    return any(label != IGNORE_INDEX for label in labels)
+
+
+def _encode_chunk(records: list[AlignedRecord], kind: str, template, tokenizer, cutoff_len: int,
+                  options: dict) -> tuple[list[dict], Counter]:
+    with constant_cache(tokenizer):
+        return _encode_records(records, kind, template, tokenizer, cutoff_len, options)
+
+
+def _encode_records(records, kind, template, tokenizer, cutoff_len, options) -> tuple[list[dict], Counter]:
+    dropped: Counter = Counter()
+    if kind == "pretrain":
+        texts = []
+        for record in records:
+            if not record.prompt:
+                dropped["no text"] += 1
+            else:
+                texts.append(record.prompt[0]["content"])
+        return encode_pretrain(texts, tokenizer, cutoff_len, template, packing=options["packing"],
+                               batch_size=len(records) or 1), dropped
+    out = []
+    for i, record in enumerate(records):
+        try:
+            if kind == "supervised":
+                example = encode_supervised(record, template, tokenizer, cutoff_len, options["train_on_prompt"],
+                                            options["mask_history"], options["discard_history_cot"])
+                keep = _trained(example["labels"])
+            elif kind == "pairwise":
+                example = encode_pairwise(record, template, tokenizer, cutoff_len)
+                keep = _trained(example["chosen_labels"]) and _trained(example["rejected_labels"])
+            elif kind == "unsupervised":
+                example = encode_unsupervised(record, template, tokenizer, cutoff_len)
+                keep = len(example["input_ids"]) > 0
+            else:  # kto: the KL response is the previous record's in the same batch (the last one's for the first)
+                example = encode_kto(record, records[i - 1], template, tokenizer, cutoff_len)
+                keep = _trained(example["labels"])
+        except DataError as err:
+            dropped["invalid: " + str(err).split(":", 1)[-1].strip()[:60]] += 1
+            continue
+        if keep:
+            out.append(example)
+        else:
+            dropped["nothing to train on after truncation" if kind != "unsupervised" else "empty prompt"] += 1
+    return out, dropped
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(kind, template, tokenizer, cutoff_len, options) -> None:
+    _WORKER.update(kind=kind, template=template, tokenizer=tokenizer, cutoff_len=cutoff_len, options=options)
+
+
+def _run_chunk(records: list[AlignedRecord]) -> tuple[list[dict], Counter]:
+    w = _WORKER
+    return _encode_chunk(records, w["kind"], w["template"], w["tokenizer"], w["cutoff_len"], w["options"])
+
+
+def encode_dataset(
+    records: Sequence[AlignedRecord],
+    stage: str,
+    template,
+    tokenizer,
+    cutoff_len: int,
+    train_on_prompt: bool = False,
+    mask_history: bool = False,
+    packing: bool = True,
+    discard_history_cot: bool = False,
+    num_workers: int = 1,
+    chunk_size: int = 256,
+) -> EncodedDataset:
+    """Encode ``records`` for ``stage`` (pt, sft, rm, dpo, orpo, simpo, kto, ppo, predict), in order.
+
+    Records that cannot be encoded or leave nothing to train on are dropped and counted in ``result.dropped``.
+    With ``num_workers > 1`` chunks are encoded in a process pool (each worker receives the tokenizer once). pt and
+    kto chunks follow LLaMA-Factory's batches of 1000 records, so results do not depend on ``num_workers``.
+    """
+    if stage not in STAGE_ENCODERS:
+        raise ConfigError(f"unknown stage '{stage}'{did_you_mean(stage, STAGE_ENCODERS)}; "
+                          f"available: {', '.join(STAGE_ENCODERS)}")
+    if cutoff_len <= 0:
+        raise ConfigError(f"cutoff_len must be positive, got {cutoff_len}")
+    kind = STAGE_ENCODERS[stage]
+    if kind == "supervised" and train_on_prompt and template.efficient_eos:
+        raise ConfigError(f"template '{template.name}' does not support train_on_prompt (it uses efficient_eos)")
+    options = {"train_on_prompt": train_on_prompt, "mask_history": mask_history, "packing": packing,
+                   "discard_history_cot": discard_history_cot}
+    size = LF_BATCH_SIZE if kind in ("pretrain", "kto") else max(1, chunk_size)
+    chunks = [list(records[i:i + size]) for i in range(0, len(records), size)]
+
+    result = EncodedDataset()
+    if num_workers > 1 and len(chunks) > 1:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        with ProcessPoolExecutor(max_workers=min(num_workers, len(chunks)), mp_context=context,
+                                 initializer=_init_worker,
+                                 initargs=(kind, template, tokenizer, cutoff_len, options)) as pool:
+            parts = list(pool.map(_run_chunk, chunks))
+    else:
+        parts = [_encode_chunk(chunk, kind, template, tokenizer, cutoff_len, options) for chunk in chunks]
+    for examples, dropped in parts:
+        result.extend(examples)
+        result.dropped.update(dropped)
+    if result.dropped:
+        logger.warning("dropped %d of %d records while encoding (%s)", sum(result.dropped.values()), len(records),
+                       ", ".join(f"{reason}: {n}" for reason, n in result.dropped.most_common()))
+    return result
