@@ -11,7 +11,12 @@ Fine-tune large language models (LoRA/full/freeze SFT), LLaMA-Factory compatible
 
 commands:
   train       fine-tune a model (stage, method, data and every transformers TrainingArguments option)
-  chat        chat in the terminal with a model, optionally with a LoRA adapter
+  chat        chat in the terminal with a model, optionally with a LoRA adapter (--compare: beside the base)
+  webchat     chat in the browser (Gradio), same options as chat
+  api         serve an OpenAI-compatible API (API_HOST, API_PORT, API_KEY)
+  export      merge LoRA adapters into the base model and save it (safetensors, tokenizer, Ollama Modelfile)
+  eval        score a model on MMLU / CMMLU / C-Eval style multiple-choice benchmarks
+  preview     show the training data as the trainer sees it (tokenizer only): rendered records, lengths, drops
   demo        build the embedded tiny model (offline) — `tunery demo -h`
   quickstart  build the tiny model, fine-tune it on the bundled identity data and compare answers
   env         print library versions and the accelerators this machine has
@@ -24,7 +29,12 @@ Errors print one line and exit with code 2; add --debug for a traceback."""
 def _train(argv: list[str]) -> int:
     from tunery.config import parse_config
 
-    cfg = parse_config("train", argv)
+    cfg = parse_config("train", argv)  # every option error surfaces here, before any process or model starts
+    from tunery.launch import hand_off, torchrun_plan
+
+    plan = torchrun_plan()
+    if plan is not None:  # several devices or nodes: the same command in each torchrun process
+        return hand_off(argv, plan)
     from tunery.train.run import run_train
 
     run_train(cfg)
@@ -38,6 +48,41 @@ def _chat(argv: list[str]) -> int:
     from tunery.chat.terminal import run_chat
 
     return run_chat(cfg)
+
+
+def _webchat(argv: list[str]) -> int:
+    from tunery.config import parse_config
+
+    cfg = parse_config("webchat", argv)
+    from tunery.chat.webchat import run_webchat
+
+    return run_webchat(cfg)
+
+
+def _api(argv: list[str]) -> int:
+    from tunery.config import parse_config
+
+    cfg = parse_config("api", argv)
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        from tunery.errors import TuneryError
+
+        raise TuneryError("tunery api needs fastapi and uvicorn — pip install 'tunery[api]'") from None
+    from tunery.api.app import run_api
+
+    return run_api(cfg)
+
+
+def _export(argv: list[str]) -> int:
+    from tunery.config import parse_config
+
+    cfg = parse_config("export", argv)
+    from tunery.export import run_export
+
+    run_export(cfg)
+    return 0
 
 
 def _env(argv: list[str]) -> int:
@@ -60,6 +105,21 @@ def _demo(argv: list[str]) -> int:
     return demo_main(argv) or 0
 
 
+def _eval(argv: list[str]) -> int:
+    from tunery.config import parse_config
+
+    cfg = parse_config("eval", argv)
+    from tunery.eval.run import run_eval
+
+    return run_eval(cfg)
+
+
+def _preview(argv: list[str]) -> int:
+    from tunery.data.preview import run_preview
+
+    return run_preview(argv)
+
+
 def _quickstart(argv: list[str]) -> int:
     from tunery.demo.quickstart import main as quickstart_main
 
@@ -68,15 +128,35 @@ def _quickstart(argv: list[str]) -> int:
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "train": (_train, "Fine-tune a model. Stage, method, data and every transformers TrainingArguments option."),
-    "chat": (_chat, "Chat in the terminal. Type `clear` to reset the history and `exit` to quit; piped stdin is read "
-                    "one user turn per line."),
+    "chat": (_chat, "Chat in the terminal. Type `clear` to reset the history, `/system TEXT` to set the system "
+                    "prompt and `exit` to quit; piped stdin is read one user turn per line. --compare answers each "
+                    "turn with the base model too (the model without its adapters, or compare_model); tokens/s "
+                    "follow each reply."),
+    "webchat": (_webchat, "Chat in the browser (Gradio): streaming replies, system prompt, generation sliders; "
+                          "--compare puts the base model beside the fine-tuned one. Binds 127.0.0.1 unless "
+                          "GRADIO_SERVER_NAME is set; GRADIO_SERVER_PORT and GRADIO_SHARE are honoured."),
+    "api": (_api, "Serve an OpenAI-compatible API: GET /v1/models, POST /v1/chat/completions (streaming, tools), "
+                  "POST /v1/score/evaluation (stage: rm). Environment: API_HOST (default 127.0.0.1), API_PORT "
+                  "(8000), API_KEY (Bearer token), API_MODEL_NAME."),
+    "export": (_export, "Merge the LoRA adapters (adapter_name_or_path) into the base model and save it to "
+                        "export_dir: safetensors shards, tokenizer and chat template, generation config and an "
+                        "Ollama Modelfile; export_hub_model_id also uploads it."),
+    "preview": (_preview, "Show the training data as the trainer will see it, without loading the model: the first "
+                          "--num records rendered with their trained tokens marked ([[...]] when piped), then "
+                          "token-length percentiles, cutoff_len truncation, dropped records by cause, placeholders "
+                          "and the trained-token share; --format json prints the encoded items (input_ids, labels, "
+                          "attention_mask, ...) one per line, then a summary."),
     "env": (_env, "Print library versions and accelerators."),
     "version": (_version, "Print Tunery's version."),
     "demo": (_demo, "Build the embedded tiny model."),
     "quickstart": (_quickstart, "Build, fine-tune and compare on the embedded tiny model."),
+    "eval": (_eval, "Score a model (optionally with its LoRA adapter) on multiple-choice benchmarks: MMLU / CMMLU / "
+                    "C-Eval CSV folders, the bundled tunery_demo and tunery_demo_zh, or mmlu, cmmlu, ceval from the "
+                    "hub. The answer is the letter A-D with the highest next-token score; --seed (default 42) seeds "
+                    "the run."),
 }
 # Commands whose options come from the declarations (their -h is generated); the others parse their own argv.
-CONFIG_COMMANDS = ("train", "chat")
+CONFIG_COMMANDS = ("train", "chat", "eval", "webchat", "api", "export", "preview")
 
 
 def main(argv: list[str] | None = None) -> int:

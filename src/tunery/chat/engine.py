@@ -1,29 +1,60 @@
-"""The chat engine: base model (+ LoRA adapters merged at load), template, generation; sync and streaming."""
+"""The chat engine: base model (+ LoRA adapters merged at load), template, generation; sync and streaming.
+
+`create_engine(cfg)` picks the backend (`infer_backend`: huggingface, the default, or vllm) — or the reward scorer
+for `stage: rm`. Every engine offers `chat`, `chat_n`, `stream_chat` and `get_scores` with the same arguments:
+`messages` (user/assistant turns; a leading system message, OpenAI `tool` messages and assistant `tool_calls` are
+accepted), `system`, `tools` (a JSON list of tool schemas) and generation overrides (`GENERATION_KEYS` + `stop`).
+"""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Iterator, Optional
 
+from tunery.chat.stream import (ContextLengthError, NotARewardModel, Response, StopTrimmer, Stream,
+                                check_messages)
+from tunery.errors import TuneryError
 from tunery.utils.logging import get_logger
 
 logger = get_logger(__name__)
+
+__all__ = ["GENERATION_KEYS", "HuggingFaceEngine", "Response", "Stream", "ContextLengthError", "create_engine",
+           "create_compare_engines", "derive_config"]
 
 GENERATION_KEYS = ("do_sample", "temperature", "top_p", "top_k", "num_beams", "max_new_tokens", "max_length",
                    "repetition_penalty", "length_penalty")
 
 
-@dataclass
-class Response:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop" or "length"
+def derive_config(cfg, **changes):
+    """A copy of `cfg` with some option values changed (e.g. the base model of a comparison)."""
+    from tunery.config.loader import Config
+
+    values = dict(cfg.values)
+    values.update(changes)
+    return Config(cfg.command, values, set(cfg.explicit) | set(changes), cfg.where)
+
+
+def sampling_params(cfg, overrides: dict) -> dict:
+    """The generation values of a request: the options, overridden by the request's (None = not given).
+    temperature 0 means greedy decoding; a positive temperature asked by a request turns sampling on."""
+    params = {k: getattr(cfg, k) for k in GENERATION_KEYS}
+    given = {k: v for k, v in overrides.items() if v is not None and k in GENERATION_KEYS}
+    params.update(given)
+    if params.get("temperature") is not None and params["temperature"] <= 1e-5:
+        params["do_sample"] = False
+    elif "temperature" in given and "do_sample" not in given:
+        params["do_sample"] = True
+    if not params["do_sample"]:
+        for key in ("temperature", "top_p", "top_k"):
+            params.pop(key, None)
+    return params
 
 
 class HuggingFaceEngine:
-    """Generation with transformers on whatever device torch offers (CPU works)."""
+    """Generation with transformers on whatever device torch offers (CPU works). One generation at a time."""
+
+    backend = "huggingface"
+    can_generate = True
 
     def __init__(self, cfg):
         import torch
@@ -40,58 +71,106 @@ class HuggingFaceEngine:
         if torch.cuda.is_available() and cfg.quantization_bit is None:
             model = model.to("cuda")
         self.model = model.eval()
+        self.stop_ids = self.template.stop_token_ids(self.tokenizer)
+        self.context_length = _context_length(self.model.config, cfg)
         self.lock = threading.Lock()  # one generation at a time per model
 
-    def _prompt_ids(self, messages: list[dict], system: Optional[str], tools: Optional[str]) -> list[int]:
-        convo = list(messages) + [{"role": "assistant", "content": ""}]
-        prompt_ids, _ = self.template.encode_oneturn(self.tokenizer, convo, system, tools)
-        return prompt_ids
+    # ------------------------------------------------------------ prompt
+    def prompt_ids(self, messages: list[dict], system: Optional[str] = None, tools: Optional[str] = None) -> list[int]:
+        """The token ids of the prompt that asks for the next assistant turn (checked, context-limited)."""
+        from tunery.data.templates import split_system
 
-    def generation_kwargs(self, **overrides) -> dict:
-        params = {k: getattr(self.cfg, k) for k in GENERATION_KEYS}
-        params.update({k: v for k, v in overrides.items() if v is not None and k in GENERATION_KEYS})
-        if not params["do_sample"]:
-            for key in ("temperature", "top_p", "top_k"):
-                params.pop(key)
-        if params.get("temperature") is not None and params["temperature"] <= 1e-5:
-            params["do_sample"] = False
-            for key in ("temperature", "top_p", "top_k"):
-                params.pop(key, None)
-        if "max_new_tokens" in params and params["max_new_tokens"]:
+        system, messages = split_system(messages, system)
+        check_messages(messages)
+        convo = list(messages) + [{"role": "assistant", "content": ""}]
+        ids, _ = self.template.encode_oneturn(self.tokenizer, convo, system, tools)
+        if len(ids) >= self.context_length:
+            raise ContextLengthError(len(ids), self.context_length)
+        return ids
+
+    def generation_kwargs(self, prompt_len: int = 0, **overrides) -> dict:
+        params = sampling_params(self.cfg, overrides)
+        room = self.context_length - prompt_len
+        if params.get("max_new_tokens"):
             params.pop("max_length")
-        params["eos_token_id"] = self.template.stop_token_ids(self.tokenizer)
+            params["max_new_tokens"] = max(1, min(params["max_new_tokens"], room))
+        else:
+            params.pop("max_new_tokens", None)
+            params["max_length"] = min(params["max_length"], self.context_length)
+            if params["max_length"] <= prompt_len:
+                params["max_length"] = prompt_len + 1
+        params["eos_token_id"] = self.stop_ids
         params["pad_token_id"] = self.tokenizer.pad_token_id
+        stops = [s for s in (overrides.get("stop") or []) if s]
+        if stops:
+            params["stop_strings"] = stops
+            params["tokenizer"] = self.tokenizer
         return params
 
-    def _inputs(self, messages, system, tools):
+    def _inputs(self, ids: list[int]):
         import torch
 
-        ids = self._prompt_ids(messages, system, tools)
         input_ids = torch.tensor([ids], device=self.model.device)
         return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
 
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=self.cfg.skip_special_tokens)
+
+    # ------------------------------------------------------------ sync
     def chat(self, messages: list[dict], system: Optional[str] = None, tools: Optional[str] = None,
              **overrides) -> Response:
+        return self.chat_n(messages, system, tools, n=1, **overrides)[0]
+
+    def chat_n(self, messages: list[dict], system: Optional[str] = None, tools: Optional[str] = None, n: int = 1,
+               **overrides) -> list[Response]:
+        """`n` independent replies (sampled; with greedy decoding the one reply is repeated)."""
         import torch
 
-        inputs = self._inputs(messages, system, tools)
-        kwargs = self.generation_kwargs(**overrides)
+        ids = self.prompt_ids(messages, system, tools)
+        kwargs = self.generation_kwargs(len(ids), **overrides)
+        copies = n if kwargs.get("do_sample") or kwargs.get("num_beams", 1) >= n else 1
         with self.lock, torch.inference_mode():
-            output = self.model.generate(**inputs, **kwargs)
-        new = output[0, inputs["input_ids"].shape[1]:].tolist()
-        stops = set(kwargs["eos_token_id"])
-        finish = "stop" if new and new[-1] in stops else "length"
-        text = self.tokenizer.decode(new, skip_special_tokens=self.cfg.skip_special_tokens)
-        return Response(text, inputs["input_ids"].shape[1], len(new), finish)
+            output = self.model.generate(**self._inputs(ids), **kwargs, num_return_sequences=copies)
+        replies = []
+        for row in output[:, len(ids):].tolist():
+            new, finish = self._cut(row)
+            text = self._decode(new)
+            trimmer = StopTrimmer(overrides.get("stop"))
+            trimmed = trimmer.trim(text)
+            replies.append(Response(trimmed, len(ids), len(new), "stop" if trimmer.stopped else finish))
+        return [replies[i % len(replies)] for i in range(n)]
 
+    def _cut(self, row: list[int]) -> tuple[list[int], str]:
+        """The generated tokens up to the first stop token (padding after it dropped), and why generation ended."""
+        stops = set(self.stop_ids)
+        for i, token in enumerate(row):
+            if token in stops:
+                return row[: i + 1], "stop"
+        return row, "length"
+
+    # ------------------------------------------------------------ streaming
     def stream_chat(self, messages: list[dict], system: Optional[str] = None, tools: Optional[str] = None,
-                    **overrides) -> Iterator[str]:
-        from transformers import TextIteratorStreamer
+                    **overrides) -> Stream:
+        """Start a reply; iterate the returned Stream for text pieces (generation runs in a worker thread)."""
+        ids = self.prompt_ids(messages, system, tools)
+        kwargs = self.generation_kwargs(len(ids), **overrides)
+        stream = Stream(len(ids))
+        stream._source = self._stream_pieces(stream, ids, kwargs, overrides.get("stop"))
+        return stream
 
-        inputs = self._inputs(messages, system, tools)
-        kwargs = self.generation_kwargs(**overrides)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True,
-                                        skip_special_tokens=self.cfg.skip_special_tokens)
+    def _stream_pieces(self, stream: Stream, ids: list[int], kwargs: dict, stops) -> Iterator[str]:
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        streamer = _counting_streamer(self.tokenizer, skip_prompt=True,
+                                     skip_special_tokens=self.cfg.skip_special_tokens)
+
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kw):
+                import torch
+
+                return torch.full((input_ids.shape[0],), stream.cancelled.is_set(), dtype=torch.bool,
+                                  device=input_ids.device)
+
         errors: list[BaseException] = []
 
         def work():
@@ -99,24 +178,89 @@ class HuggingFaceEngine:
 
             try:
                 with self.lock, torch.inference_mode():
-                    self.model.generate(**inputs, **kwargs, streamer=streamer)
-            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+                    if stream.cancelled.is_set():
+                        streamer.end()
+                        return
+                    self.model.generate(**self._inputs(ids), **kwargs, streamer=streamer,
+                                        stopping_criteria=StoppingCriteriaList([_Cancelled()]))
+            except BaseException as err:  # noqa: BLE001 - re-raised in the consumer's thread
                 errors.append(err)
                 streamer.end()
 
-        thread = threading.Thread(target=work, daemon=True)
+        thread = threading.Thread(target=work, daemon=True, name="tunery-generate")
         thread.start()
-        for piece in streamer:
-            if piece:
-                yield piece
-        thread.join()
+        trimmer = StopTrimmer(stops)
+        try:
+            for piece in streamer:
+                out = trimmer.feed(piece)
+                if out:
+                    yield out
+                if trimmer.stopped:
+                    stream.cancel()
+                    break
+            rest = trimmer.flush()
+            if rest:
+                yield rest
+        finally:
+            stream.cancel()
+            thread.join()
+            stream.completion_tokens = streamer.count
+            last_is_stop = streamer.last in self.stop_ids
+            stream.finish_reason = "stop" if trimmer.stopped or last_is_stop else "length"
         if errors:
             raise errors[0]
 
+    # ------------------------------------------------------------ scores
+    def get_scores(self, texts: list[str], max_length: Optional[int] = None) -> list[float]:
+        raise NotARewardModel("this model generates text; scores need a reward model — start it with stage: rm "
+                              "and the reward model's adapter (adapter_name_or_path)")
+
+
+def _counting_streamer(tokenizer, **kwargs):
+    """transformers' TextIteratorStreamer that also counts the generated tokens and remembers the last one."""
+    from transformers import TextIteratorStreamer
+
+    class CountingStreamer(TextIteratorStreamer):
+        count = 0
+        last = None
+
+        def put(self, value):
+            if not (self.skip_prompt and self.next_tokens_are_prompt):
+                flat = value.reshape(-1).tolist()
+                self.count += len(flat)
+                if flat:
+                    self.last = flat[-1]
+            super().put(value)
+
+    return CountingStreamer(tokenizer, **kwargs)
+
+
+def _context_length(config, cfg) -> int:
+    sizes = [getattr(config, "max_position_embeddings", None), cfg.model_max_length]
+    sizes = [s for s in sizes if isinstance(s, int) and s > 0]
+    return min(sizes) if sizes else 1 << 20
+
 
 def create_engine(cfg):
-    if cfg.infer_backend == "vllm":
-        from tunery.errors import TuneryError
+    """The engine `cfg` asks for: a reward scorer for stage: rm, else huggingface (default) or vllm."""
+    if cfg.stage == "rm":
+        from tunery.chat.scorer import RewardEngine
 
-        raise TuneryError("infer_backend: vllm is not available in this version — use infer_backend: huggingface")
+        return RewardEngine(cfg)
+    if cfg.infer_backend == "vllm":
+        from tunery.chat.vllm_engine import VllmEngine
+
+        return VllmEngine(cfg)
     return HuggingFaceEngine(cfg)
+
+
+def create_compare_engines(cfg):
+    """(fine-tuned, base) engines for `compare`: the base is compare_model, else the same model without adapters."""
+    tuned = create_engine(cfg)
+    if cfg.compare_model:
+        base_cfg = derive_config(cfg, model_name_or_path=cfg.compare_model, adapter_name_or_path=None)
+    elif cfg.adapter_name_or_path:
+        base_cfg = derive_config(cfg, adapter_name_or_path=None)
+    else:
+        raise TuneryError("compare needs two different models — give adapter_name_or_path or compare_model")
+    return tuned, create_engine(base_cfg)

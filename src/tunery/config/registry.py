@@ -5,18 +5,25 @@ from __future__ import annotations
 from functools import lru_cache
 
 from tunery.config import data_options, generation_options, method_options, model_options, train_options
+from tunery.config import eval_options
+from tunery.config import serve_options
 from tunery.config.hf_args import hf_options
 from tunery.config.option import Option, Rule
 
-_MODULES = (model_options, data_options, method_options, train_options, generation_options)
+_MODULES = (model_options, data_options, method_options, train_options, generation_options, eval_options,
+            serve_options)
 
 # Groups listed by `tunery <command> -h` (every command accepts every option, so LLaMA-Factory YAML files that mix
 # training and generation keys work unchanged; options a command does not use are ignored by it).
 COMMAND_GROUPS = {
     "train": ("model", "data", "method", "method: lora", "method: freeze", "method: rlhf", "output",
               "training (transformers)", "generation"),
-    "chat": ("model", "data", "method", "generation"),
-    "preview": ("model", "data", "method"),
+    "chat": ("model", "data", "method", "generation", "inference"),
+    "webchat": ("model", "data", "method", "generation", "inference"),
+    "api": ("model", "data", "method", "generation", "inference"),
+    "export": ("model", "data", "method", "export"),
+    "preview": ("model", "data", "method", "preview"),
+    "eval": ("model", "data", "method", "eval"),
 }
 
 

@@ -1,0 +1,86 @@
+"""`tunery quickstart`: build the tiny model, LoRA-fine-tune it on the bundled identity set, compare answers.
+
+The whole main job in one command, offline, in a few minutes on two CPU cores. The same steps by hand:
+
+    tunery demo --output models/tiny-llama3 --warmup-steps 300
+    tunery train examples/quickstart_identity.yaml
+    printf 'Who are you?\\n' | tunery chat examples/llama3_lora_chat.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from tunery.demo import DATA_DIR
+
+QUESTIONS = ("Who are you?", "你是谁")
+NAME, AUTHOR = "Tunery", "the Tunery team"
+# The random tiny model is first warmed up on generic bundled text (never the identity answers), so that LoRA has
+# features to work with; then LoRA learns the identity in a few hundred steps.
+WARMUP_STEPS = 300
+TRAIN = {
+    "stage": "sft",
+    "do_train": True,
+    "finetuning_type": "lora",
+    "lora_rank": 16,
+    "lora_target": "all",
+    "dataset": "identity",
+    "template": "llama3",
+    "cutoff_len": 256,
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "learning_rate": 5e-3,
+    "num_train_epochs": 25.0,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.05,
+    "logging_steps": 10,
+    "save_steps": 1000,
+    "plot_loss": True,
+    "overwrite_output_dir": True,
+    "seed": 42,
+}
+
+
+def _answers(cfg_overrides: dict) -> list[str]:
+    from tunery.chat.engine import create_engine
+    from tunery.config import parse_config
+
+    engine = create_engine(parse_config("chat", overrides=cfg_overrides))
+    return [engine.chat([{"role": "user", "content": q}]).text.strip() for q in QUESTIONS]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="tunery quickstart", description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", default="models/tiny-llama3", help="where the tiny model is built")
+    parser.add_argument("--output-dir", default="saves/tiny-llama3/lora/quickstart", help="training output_dir")
+    parser.add_argument("--epochs", type=float, default=TRAIN["num_train_epochs"], help="training epochs")
+    args = parser.parse_args(argv)
+
+    from tunery.demo.tiny import build_tiny_model
+    from tunery.config import parse_config
+    from tunery.train.run import run_train
+
+    start = time.time()
+    print(f"[1/3] building the tiny Llama-3-style model in {args.model_dir} (warm-up {WARMUP_STEPS} steps)")
+    model_dir = str(build_tiny_model(args.model_dir, family="llama3", warmup_steps=WARMUP_STEPS))
+
+    print(f"[2/3] LoRA fine-tuning on the bundled identity set → {args.output_dir}")
+    overrides = dict(TRAIN, model_name_or_path=model_dir, dataset_dir=str(DATA_DIR), output_dir=args.output_dir,
+                     num_train_epochs=args.epochs, placeholders={"name": NAME, "author": AUTHOR})
+    run_train(parse_config("train", overrides=overrides))
+
+    print("[3/3] greedy answers, base model vs. fine-tuned (base + adapter)")
+    chat = {"model_name_or_path": model_dir, "template": "llama3", "do_sample": False, "max_new_tokens": 48}
+    base = _answers(chat)
+    tuned = _answers(dict(chat, adapter_name_or_path=args.output_dir, finetuning_type="lora"))
+    for question, before, after in zip(QUESTIONS, base, tuned):
+        print(f"\nUser: {question}\n  base : {before!r}\n  tuned: {after!r}")
+    learned = sum(NAME in answer for answer in tuned)
+    print(f"\nThe fine-tuned model names itself '{NAME}' in {learned}/{len(QUESTIONS)} answers "
+          f"(base: {sum(NAME in a for a in base)}/{len(QUESTIONS)}). Total time {time.time() - start:.0f} s.")
+    print(f"Artifacts: {Path(args.output_dir).resolve()} (adapter, trainer_log.jsonl, training_loss.png)")
+    print(f"Chat yourself: tunery chat --model_name_or_path {model_dir} --adapter_name_or_path {args.output_dir} "
+          "--template llama3 --finetuning_type lora")
+    return 0
