@@ -7,12 +7,15 @@ from typing import Callable
 
 USAGE = """usage: tunery <command> [CONFIG.yaml] [--option value ...] [option=value ...] [--debug]
 
-Fine-tune large language models (LoRA/full/freeze SFT), LLaMA-Factory compatible.
+Fine-tune large language models (pt, sft, rm, ppo, dpo/orpo/simpo, kto; LoRA/full/freeze), LLaMA-Factory
+compatible.
 
 commands:
-  train       fine-tune a model (stage, method, data and every transformers TrainingArguments option)
+  train       fine-tune a model (stage, method, data and every transformers TrainingArguments option);
+              several GPUs/nodes through torchrun (NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, FORCE_TORCHRUN)
   chat        chat in the terminal with a model, optionally with a LoRA adapter (--compare: beside the base)
   webchat     chat in the browser (Gradio), same options as chat
+  webui       the web board (Gradio): train, evaluate & predict, chat and export from one page
   api         serve an OpenAI-compatible API (API_HOST, API_PORT, API_KEY)
   export      merge LoRA adapters into the base model and save it (safetensors, tokenizer, Ollama Modelfile)
   eval        score a model on MMLU / CMMLU / C-Eval style multiple-choice benchmarks
@@ -57,6 +60,12 @@ def _webchat(argv: list[str]) -> int:
     from tunery.chat.webchat import run_webchat
 
     return run_webchat(cfg)
+
+
+def _webui(argv: list[str]) -> int:
+    from tunery.webui import run_webui
+
+    return run_webui(argv)
 
 
 def _api(argv: list[str]) -> int:
@@ -135,6 +144,12 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "webchat": (_webchat, "Chat in the browser (Gradio): streaming replies, system prompt, generation sliders; "
                           "--compare puts the base model beside the fine-tuned one. Binds 127.0.0.1 unless "
                           "GRADIO_SERVER_NAME is set; GRADIO_SERVER_PORT and GRADIO_SHARE are honoured."),
+    "webui": (_webui, "The web board (Gradio): `tunery webui [CONFIG.yaml] [--saves_dir DIR]`. Tabs Train (every "
+                      "training option as a field, data preview, command and YAML, live progress, log and loss), "
+                      "Evaluate & Predict, Chat and Export share a top bar (model, adapter/checkpoint from the saves "
+                      "folder — --saves_dir, TUNERY_SAVES_DIR or ./saves — finetuning type, template, language). "
+                      "Binds 127.0.0.1 unless GRADIO_SERVER_NAME is set; GRADIO_SERVER_PORT and GRADIO_SHARE are "
+                      "honoured."),
     "api": (_api, "Serve an OpenAI-compatible API: GET /v1/models, POST /v1/chat/completions (streaming, tools), "
                   "POST /v1/score/evaluation (stage: rm). Environment: API_HOST (default 127.0.0.1), API_PORT "
                   "(8000), API_KEY (Bearer token), API_MODEL_NAME."),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from tunery.config.option import Option, Rule, non_negative, positive, probability
 from tunery.errors import ConfigError
 
@@ -11,15 +13,18 @@ F = "method: freeze"
 R = "method: rlhf"
 
 STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto")
-IMPLEMENTED_STAGES = ("sft",)
+IMPLEMENTED_STAGES = STAGES  # every stage has a recipe in tunery.train.run
+PREF_LOSSES = ("sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo")
 
 OPTIONS = [
-    Option("stage", "str", "sft", "Training stage.", G, choices=STAGES),
+    Option("stage", "str", "sft", "Training stage: pt (pre-training on text), sft, rm (reward model), ppo, dpo "
+           "(also orpo/simpo through pref_loss) or kto.", G, choices=STAGES),
     Option("finetuning_type", "str", "lora", "How the model is trained.", G, choices=("lora", "freeze", "full")),
     Option("plot_loss", "bool", False, "Save training_loss.png (raw and smoothed) after training.", G),
     Option("include_effective_tokens_per_second", "bool", False, "Log non-pad tokens per second.", G, advanced=True),
     Option("compute_accuracy", "bool", False, "Compute token accuracy at evaluation.", G, advanced=True),
-    Option("disable_shuffling", "bool", False, "Do not shuffle the training set.", G, advanced=True),
+    Option("disable_shuffling", "bool", False, "Do not shuffle the training set (batches in dataset order).", G,
+           advanced=True),
     Option("pure_bf16", "bool", False, "Train in pure bf16 (no fp32 master weights).", G, advanced=True),
     Option("disable_gradient_checkpointing", "bool", False, "Turn gradient checkpointing off.", G, advanced=True),
     Option("use_llama_pro", "bool", False, "LLaMA Pro block expansion.", G, advanced=True, unsupported="LLaMA Pro"),
@@ -32,36 +37,40 @@ OPTIONS = [
     Option("lora_dropout", "float", 0.0, "Dropout on the LoRA path.", L, check=probability),
     Option("lora_target", "list", ["all"], "Modules that get LoRA: 'all' (every linear layer but the output head) or "
            "names like q_proj,v_proj.", L),
-    Option("additional_target", "list", None, "Extra modules trained in full and saved with the adapter.", L,
-           advanced=True),
+    Option("additional_target", "list", None, "Extra modules trained in full and saved with the adapter (e.g. "
+           "embed_tokens,lm_head).", L, advanced=True),
     Option("loraplus_lr_ratio", "float", None, "LoRA+ learning-rate ratio of B over A.", L, check=positive,
            advanced=True),
     Option("loraplus_lr_embedding", "float", 1e-6, "LoRA+ learning rate of embedding layers.", L, advanced=True),
     Option("use_rslora", "bool", False, "Rank-stabilised LoRA scaling.", L, advanced=True),
     Option("use_dora", "bool", False, "Weight-decomposed LoRA (DoRA).", L, advanced=True),
     Option("pissa_init", "bool", False, "PiSSA initialisation.", L, advanced=True),
-    Option("create_new_adapter", "bool", False, "Add a fresh adapter on top of adapter_name_or_path.", L,
-           advanced=True),
+    Option("create_new_adapter", "bool", False, "Merge every adapter_name_or_path and train a fresh adapter on top "
+           "(default: keep training the last one).", L, advanced=True),
     # freeze
     Option("freeze_trainable_layers", "int", 2, "Train the last N layers (negative: the first N).", F),
     Option("freeze_trainable_modules", "list", ["all"], "Modules trained in those layers ('all' or names).", F),
     Option("freeze_extra_modules", "list", None, "Modules outside the layers also trained.", F, advanced=True),
     # preference / rlhf (used by later stages)
-    Option("pref_beta", "float", 0.1, "Beta of the preference loss.", R, check=non_negative, advanced=True),
-    Option("pref_ftx", "float", 0.0, "SFT loss weight added to DPO.", R, check=non_negative, advanced=True),
-    Option("pref_loss", "str", "sigmoid", "DPO loss type.", R, choices=("sigmoid", "hinge", "ipo", "kto_pair",
-           "orpo", "simpo"), advanced=True),
+    Option("pref_beta", "float", 0.1, "Beta of the preference loss (dpo, kto, orpo, simpo).", R, check=positive,
+           advanced=True),
+    Option("pref_ftx", "float", 0.0, "Weight of an SFT loss on the chosen answers added to dpo/kto.", R,
+           check=non_negative, advanced=True),
+    Option("pref_loss", "str", "sigmoid", "Loss of stage dpo: sigmoid (DPO), hinge, ipo, kto_pair, orpo or simpo "
+           "(the last two need no reference model).", R, choices=PREF_LOSSES, advanced=True),
     Option("dpo_label_smoothing", "float", 0.0, "Robust DPO label smoothing.", R, check=probability, advanced=True),
     Option("kto_chosen_weight", "float", 1.0, "KTO weight of desirable examples.", R, check=positive, advanced=True),
     Option("kto_rejected_weight", "float", 1.0, "KTO weight of undesirable examples.", R, check=positive,
            advanced=True),
     Option("simpo_gamma", "float", 0.5, "SimPO target reward margin.", R, advanced=True),
-    Option("ref_model", "str", None, "Reference model for DPO/KTO/PPO.", R, advanced=True),
-    Option("ref_model_adapters", "str", None, "Adapters of the reference model.", R, advanced=True),
-    Option("reward_model", "str", None, "Reward model for PPO.", R, advanced=True),
-    Option("reward_model_adapters", "str", None, "Adapters of the reward model.", R, advanced=True),
-    Option("reward_model_type", "str", "lora", "Kind of reward model.", R, choices=("lora", "full", "api"),
-           advanced=True),
+    Option("ref_model", "str", None, "Reference model for dpo/kto/ppo (default: the model itself before training; "
+           "with LoRA, the base without the adapter).", R, advanced=True),
+    Option("ref_model_adapters", "str", None, "LoRA adapter merged into ref_model.", R, advanced=True),
+    Option("reward_model", "str", None, "Reward model for ppo: the output_dir of a stage rm run (a LoRA adapter for "
+           "reward_model_type lora, a full model folder for full) or an http(s) URL for api.", R, advanced=True),
+    Option("reward_model_adapters", "str", None, "LoRA adapter merged into a full reward_model.", R, advanced=True),
+    Option("reward_model_type", "str", "lora", "Kind of reward_model: lora (adapter on model_name_or_path), full, or "
+           "api (POST {model, messages} → {scores}).", R, choices=("lora", "full", "api"), advanced=True),
     Option("ppo_buffer_size", "int", 1, "PPO mini-batches per optimisation step.", R, check=positive, advanced=True),
     Option("ppo_epochs", "int", 4, "PPO epochs per optimisation step.", R, check=positive, advanced=True),
     Option("ppo_score_norm", "bool", False, "Normalise PPO scores.", R, advanced=True),
@@ -70,16 +79,48 @@ OPTIONS = [
 ]
 
 
-def _stage_implemented(cfg) -> None:
-    if cfg.stage not in IMPLEMENTED_STAGES:
-        raise ConfigError(f"{cfg.where}: stage '{cfg.stage}' is not implemented yet (available: "
-                          f"{', '.join(IMPLEMENTED_STAGES)}) — use stage: sft")
-
-
 def _lora_only(cfg) -> None:
     if cfg.finetuning_type != "lora" and cfg.adapter_name_or_path and cfg.command == "train":
         raise ConfigError(f"{cfg.where}: option 'adapter_name_or_path' needs finetuning_type: lora "
                           f"(got {cfg.finetuning_type})")
+    if cfg.finetuning_type != "lora" and cfg.quantization_bit is not None and cfg.command == "train":
+        raise ConfigError(f"{cfg.where}: quantization_bit trains a LoRA adapter on a quantized model (QLoRA) — set "
+                          f"finetuning_type: lora (got {cfg.finetuning_type}) or drop quantization_bit")
 
 
-RULES = [Rule(_stage_implemented, frozenset({"train"})), Rule(_lora_only, frozenset({"train"}))]
+def _is_dir_with(path: str, name: str) -> bool:
+    return os.path.isfile(os.path.join(os.path.expanduser(path), name))
+
+
+def _ppo_reward(cfg) -> None:
+    if cfg.stage != "ppo":
+        return
+    where, kind, path = cfg.where, cfg.reward_model_type, cfg.reward_model
+    if not path:
+        raise ConfigError(f"{where}: stage ppo needs option 'reward_model' — train one with stage: rm and give its "
+                          "output_dir (reward_model_type: lora or full), or an http(s) URL (reward_model_type: api)")
+    if kind == "api":
+        if not path.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}: reward_model_type api needs reward_model to be an http(s) URL, got "
+                              f"'{path}' — or set reward_model_type: lora/full for a local reward model")
+    elif kind == "lora" and not _is_dir_with(path, "adapter_config.json"):
+        hint = " (it holds a full model: set reward_model_type: full)" if _is_dir_with(path, "config.json") else ""
+        raise ConfigError(f"{where}: reward_model '{path}' is not a LoRA reward model folder{hint} — give the "
+                          "output_dir of a stage rm run with finetuning_type lora")
+    elif kind == "full" and not _is_dir_with(path, "config.json"):
+        hint = " (it holds a LoRA adapter: set reward_model_type: lora)" if _is_dir_with(
+            path, "adapter_config.json") else ""
+        raise ConfigError(f"{where}: reward_model '{path}' is not a model folder{hint} — give the output_dir of a "
+                          "stage rm run with finetuning_type full or freeze")
+
+
+def _pref_loss_stage(cfg) -> None:
+    if cfg.pref_loss != "sigmoid" and "pref_loss" in cfg.explicit and cfg.stage != "dpo":
+        raise ConfigError(f"{cfg.where}: option 'pref_loss' ({cfg.pref_loss}) is used by stage dpo only (stage is "
+                          f"{cfg.stage}) — set stage: dpo or drop pref_loss")
+    if cfg.ref_model and not os.path.isdir(os.path.expanduser(cfg.ref_model)) and "/" not in cfg.ref_model:
+        raise ConfigError(f"{cfg.where}: ref_model '{cfg.ref_model}' is not a model folder — check the path")
+
+
+RULES = [Rule(_lora_only, frozenset({"train"})),
+         Rule(_ppo_reward, frozenset({"train"})), Rule(_pref_loss_stage, frozenset({"train"}))]

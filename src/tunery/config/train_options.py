@@ -26,9 +26,9 @@ def _output_dir(cfg) -> None:
         raise ConfigError(f"{cfg.where}: output_dir '{out}' is a file — choose a folder")
     if not cfg.do_train or cfg.overwrite_output_dir or not os.path.isdir(out) or not os.listdir(out):
         return
-    from tunery.train.checkpoints import last_checkpoint
+    from tunery.train.checkpoints import last_checkpoint, only_crash_leftovers
 
-    if cfg.resume_from_checkpoint or last_checkpoint(out):
+    if cfg.resume_from_checkpoint or last_checkpoint(out) or only_crash_leftovers(out):
         return
     raise ConfigError(f"{cfg.where}: output_dir '{out}' is not empty and holds no checkpoint to resume from — "
                       "pass --overwrite_output_dir to replace it, or choose another output_dir")
@@ -59,8 +59,56 @@ def _eval_needs_data(cfg) -> None:
                           f"eval_strategy ({cfg.eval_strategy})")
 
 
+def _predict(cfg) -> None:
+    if not cfg.do_predict:
+        return
+    if cfg.stage != "sft":
+        raise ConfigError(f"{cfg.where}: do_predict generates answers, which only stage sft does (stage is "
+                          f"{cfg.stage}) — use stage: sft with the adapter or model to evaluate")
+    if not (cfg.eval_dataset or (cfg.val_size and cfg.dataset)):
+        raise ConfigError(f"{cfg.where}: do_predict needs data to answer — set eval_dataset (e.g. "
+                          "eval_dataset: identity) or val_size with dataset")
+
+
+def _deepspeed(cfg) -> None:
+    fsdp_config = cfg.fsdp_config
+    if isinstance(fsdp_config, str) and not os.path.isfile(fsdp_config):
+        raise ConfigError(f"{cfg.where}: fsdp_config file '{fsdp_config}' does not exist — check the path (example: "
+                          "examples/accelerate/fsdp_training_config.json)")
+    ds = cfg.deepspeed
+    if not ds:
+        return
+    if isinstance(ds, str) and not os.path.isfile(ds):
+        raise ConfigError(f"{cfg.where}: deepspeed config file '{ds}' does not exist — check the path (examples: "
+                          "examples/deepspeed/ds_z2_config.json, ds_z3_config.json)")
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(f"{cfg.where}: option 'deepspeed' needs the deepspeed package — pip install "
+                          "'tunery[deepspeed]' (on a machine with CUDA), or drop deepspeed")
+
+
+# report_to value -> the module transformers needs for it
+_REPORTERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",),
+              "swanlab": ("swanlab",), "trackio": ("trackio",), "comet_ml": ("comet_ml",), "clearml": ("clearml",)}
+
+
+def _report_to(cfg) -> None:
+    import importlib.util
+
+    names = [cfg.report_to] if isinstance(cfg.report_to, str) else (cfg.report_to or [])
+    for name in names:
+        modules = _REPORTERS.get(name)
+        if modules and not any(importlib.util.find_spec(m) for m in modules):
+            raise ConfigError(f"{cfg.where}: report_to {name} needs the {modules[0]} package — pip install "
+                              f"{modules[0]}, or use report_to: none")
+
+
 RULES = [
     Rule(_output_dir, frozenset({"train"})),
     Rule(_precision, frozenset({"train"})),
     Rule(_eval_needs_data, frozenset({"train"})),
+    Rule(_predict, frozenset({"train"})),
+    Rule(_deepspeed, frozenset({"train"})),
+    Rule(_report_to, frozenset({"train"})),
 ]

@@ -12,6 +12,14 @@ from tunery.utils.logging import get_logger
 logger = get_logger(__name__)
 
 
+HEADS = ("lm_head", "score", "classifier", "v_head")  # output heads: trained in full when trained, never LoRA
+
+
+def is_reward_model(model) -> bool:
+    """A sequence-classification model (stage rm, or a ppo reward model): its `score` head outputs the reward."""
+    return type(model).__name__.endswith("ForSequenceClassification")
+
+
 def linear_module_names(model) -> list[str]:
     """Names (last component) of every linear layer except the output head — LLaMA-Factory's `lora_target: all`."""
     import torch
@@ -19,7 +27,7 @@ def linear_module_names(model) -> list[str]:
     output = model.get_output_embeddings()
     names = set()
     for name, module in model.named_modules():
-        if module is output or "lm_head" in name:
+        if module is output or name.split(".")[-1] in HEADS:
             continue
         if isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit", "Linear8bitLt"):
             names.add(name.split(".")[-1])
@@ -89,7 +97,7 @@ def setup_lora(model, cfg):
             raise TuneryError(f"lora_target: {', '.join(missing)} not found in the model — its linear layers are: "
                               f"{', '.join(sorted(present))} (or use 'all')")
     config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
+        task_type=TaskType.SEQ_CLS if is_reward_model(model) else TaskType.CAUSAL_LM,  # SEQ_CLS trains `score` too
         r=cfg.lora_rank,
         lora_alpha=cfg.lora_alpha or cfg.lora_rank * 2,
         lora_dropout=cfg.lora_dropout,
@@ -116,12 +124,14 @@ def setup_freeze(model, cfg):
     modules = list(cfg.freeze_trainable_modules)
     extra = list(cfg.freeze_extra_modules or [])
     pattern = re.compile(r"\.layers\.(\d+)\.")
+    reward = is_reward_model(model)
     trainable = 0
     for name, param in model.named_parameters():
         match = pattern.search(name)
         in_layer = match is not None and int(match.group(1)) in layer_ids
         module_ok = modules == ["all"] or any(f".{m}." in name for m in modules)
-        param.requires_grad = (in_layer and module_ok) or any(e in name for e in extra)
+        is_head = reward and ("." + name).endswith((".score.weight", ".score.bias"))  # a new reward head: trained
+        param.requires_grad = (in_layer and module_ok) or any(e in name for e in extra) or is_head
         trainable += param.requires_grad
     if not trainable:
         raise TuneryError(f"freeze_trainable_modules {modules} matched no parameter in layers "

@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 
-from tunery.train.checkpoints import last_checkpoint, list_checkpoints
+from tunery.train.checkpoints import (
+    check_resume_point,
+    last_checkpoint,
+    list_checkpoints,
+    only_crash_leftovers,
+    remove_incomplete,
+    step_of,
+)
 from tunery.train.plots import LOG_FILE, plot_all
 from tunery.utils.logging import get_logger
 
@@ -13,8 +20,9 @@ logger = get_logger(__name__)
 
 # Files a previous run wrote, removed (with checkpoint-N folders) only when overwrite_output_dir is set.
 RUN_FILES = (LOG_FILE, "train_results.json", "eval_results.json", "all_results.json", "trainer_state.json",
-             "training_loss.png", "training_eval_loss.png", "adapter_config.json", "adapter_model.safetensors",
-             "model.safetensors", "model.safetensors.index.json", "config.json", "generation_config.json")
+             "predict_results.json", "generated_predictions.jsonl", "adapter_config.json",
+             "adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "config.json",
+             "generation_config.json", "value_head.safetensors", "training_args.bin")
 
 
 def training_arguments(cfg):
@@ -29,25 +37,44 @@ def training_arguments(cfg):
     kwargs["gradient_checkpointing"] = False  # enabled on the model by prepare_for_training when asked
     kwargs.setdefault("include_num_input_tokens_seen", "non_padding")  # tokens/s in trainer_log.jsonl
     kwargs.setdefault("dataloader_pin_memory", cuda_available())
+    if kwargs.get("report_to") in (None, [], ["none"]):
+        kwargs["report_to"] = "none"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        kwargs.setdefault("ddp_find_unused_parameters", False)  # every trainable weight gets a gradient
     if cfg.pure_bf16:
         kwargs["bf16"] = False  # the weights are bf16 already; no autocast on top
     return Seq2SeqTrainingArguments(**kwargs)
 
 
-def prepare_output_dir(cfg) -> str | None:
-    """Clear the previous run's outputs when asked; return the checkpoint to resume from (or None)."""
+def _clear_run(out: str) -> None:
+    for path in list_checkpoints(out):
+        shutil.rmtree(path, ignore_errors=True)
+    for name in os.listdir(out):
+        if name in RUN_FILES or (name.startswith("training_") and name.endswith(".png")):
+            os.remove(os.path.join(out, name))
+
+
+def prepare_output_dir(cfg, is_main: bool = True) -> str | None:
+    """Clear the previous run's outputs when asked (or when a run crashed before its first checkpoint); return the
+    checkpoint to resume from (or None). Only the main process deletes anything."""
     out = cfg.output_dir
-    if cfg.overwrite_output_dir and os.path.isdir(out):
-        for path in list_checkpoints(out):
-            shutil.rmtree(path)
-        for name in RUN_FILES:
-            if os.path.isfile(os.path.join(out, name)):
-                os.remove(os.path.join(out, name))
-        return None
     if cfg.resume_from_checkpoint:
+        check_resume_point(cfg.resume_from_checkpoint, cfg)
         return cfg.resume_from_checkpoint
+    if not os.path.isdir(out):
+        return None
+    if cfg.overwrite_output_dir or only_crash_leftovers(out):
+        if not cfg.overwrite_output_dir:
+            logger.info("%s holds no complete checkpoint (an earlier run stopped before saving one): starting over",
+                        out)
+        if is_main:
+            _clear_run(out)
+        return None
     resume = last_checkpoint(out)
     if resume:
+        check_resume_point(resume, cfg)
+        if is_main:
+            remove_incomplete(out, after_step=step_of(resume))
         logger.info("resuming from %s (pass --overwrite_output_dir to start over)", resume)
     return resume
 

@@ -30,7 +30,8 @@ def read_log(output_dir: str) -> list[dict]:
 
 
 def plot_metric(output_dir: str, key: str) -> str | None:
-    """Write training_{key}.png (training_loss.png for `loss`); None when nothing was logged for it."""
+    """Write training_{key}.png (training_loss.png for `loss`, training_rewards_accuracies.png for
+    `rewards/accuracies`); None when nothing was logged for it."""
     points = [(row["current_steps"], row[key]) for row in read_log(output_dir) if row.get(key) is not None]
     if not points:
         return None
@@ -49,12 +50,29 @@ def plot_metric(output_dir: str, key: str) -> str | None:
     ax.set_ylabel(key)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = os.path.join(output_dir, f"training_{key}.png")
+    fig.subplots_adjust(left=0.1, right=0.97, top=0.9, bottom=0.12)  # tight_layout costs more than the plot
+    path = os.path.join(output_dir, f"training_{key.replace('/', '_')}.png")
     fig.savefig(path)
     plt.close(fig)
     return path
 
 
-def plot_all(output_dir: str, keys=("loss", "eval_loss")) -> list[str]:
+# Columns of trainer_log.jsonl that are bookkeeping rather than metrics.
+NOT_PLOTTED = {"current_steps", "total_steps", "lr", "epoch", "percentage", "elapsed_time", "remaining_time",
+               "total_tokens", "throughput", "grad_norm", "train_loss"}
+
+
+def logged_metrics(output_dir: str) -> list[str]:
+    """Every metric trainer_log.jsonl has a value for, in first-seen order (loss, eval_loss, rewards/…)."""
+    keys: dict[str, None] = {}
+    for row in read_log(output_dir):
+        for key, value in row.items():
+            if key not in NOT_PLOTTED and isinstance(value, (int, float)):
+                keys.setdefault(key)
+    return list(keys)
+
+
+def plot_all(output_dir: str, keys=None) -> list[str]:
+    """One PNG per metric (all logged metrics unless ``keys`` names some)."""
+    keys = logged_metrics(output_dir) if keys is None else keys
     return [p for p in (plot_metric(output_dir, k) for k in keys) if p]

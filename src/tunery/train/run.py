@@ -1,12 +1,21 @@
-"""Pick the stage's recipe."""
+"""Pick the stage's recipe (each stage module imports its trainer lazily: `tunery train -h` stays fast)."""
 
 from __future__ import annotations
 
+import importlib
+
+RECIPES = {
+    "pt": ("tunery.train.pt", "run_pt"),
+    "sft": ("tunery.train.sft", "run_sft"),
+    "rm": ("tunery.train.rm", "run_rm"),
+    "dpo": ("tunery.train.dpo", "run_dpo"),
+    "kto": ("tunery.train.kto", "run_kto"),
+    "ppo": ("tunery.train.ppo", "run_ppo"),
+}
+
 
 def run_train(cfg) -> None:
-    if cfg.stage == "sft":
-        from tunery.train.sft import run_sft
-
-        run_sft(cfg)
-    else:  # validation refuses stages that are not implemented; this guards direct API use
+    if cfg.stage not in RECIPES:  # validation refuses unknown stages; this guards direct API use
         raise NotImplementedError(cfg.stage)
+    module, func = RECIPES[cfg.stage]
+    getattr(importlib.import_module(module), func)(cfg)

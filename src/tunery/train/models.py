@@ -1,0 +1,74 @@
+"""Models the stages need besides the causal LM: reward models (a value head on the LM, as
+AutoModelForSequenceClassification with one label) and frozen reference models."""
+
+from __future__ import annotations
+
+import os
+
+from tunery.utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+
+def load_reward_model(cfg, tokenizer, path: str | None = None):
+    """A sequence-classification model with a 1-output `score` head: new (randomly initialised) on a causal LM
+    checkpoint, or the trained one of a full reward model folder. The reward is read at the last non-pad token."""
+    from transformers import AutoModelForSequenceClassification
+
+    from tunery.model.load import (
+        _hub_kwargs,
+        _load_error,
+        attention_implementation,
+        compute_dtype,
+        quantization_config,
+    )
+
+    path = os.path.expanduser(path or cfg.model_name_or_path)
+    kwargs = dict(_hub_kwargs(cfg), dtype=compute_dtype(cfg), low_cpu_mem_usage=cfg.low_cpu_mem_usage, num_labels=1)
+    attn = attention_implementation(cfg)
+    if attn:
+        kwargs["attn_implementation"] = attn
+    qconfig = quantization_config(cfg)
+    if qconfig is not None:
+        kwargs["quantization_config"] = qconfig
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise _load_error("reward model", path, err) from None
+    if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if tokenizer.pad_token_id == tokenizer.eos_token_id:
+        logger.warning("pad token = eos token: the reward is read at the last token before the final eos")
+    return model
+
+
+def merge_adapter(model, adapter: str | None):
+    if not adapter:
+        return model
+    from peft import PeftModel
+
+    from tunery.model.adapters import _check_adapter_base
+
+    _check_adapter_base(model, adapter)
+    return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+
+
+def freeze(model):
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model.eval()
+
+
+def load_reference_model(cfg, tokenizer):
+    """The frozen reference of dpo/kto/ppo: ``ref_model`` (+ ``ref_model_adapters``) when given; else None for LoRA
+    (the policy with its adapter switched off is the reference) and a second copy of the base model otherwise."""
+    from tunery.model.load import load_model
+
+    if not cfg.ref_model and cfg.finetuning_type == "lora":
+        return None
+    model = load_model(cfg, tokenizer, path=cfg.ref_model or cfg.model_name_or_path)
+    model = merge_adapter(model, cfg.ref_model_adapters if cfg.ref_model else None)
+    logger.info("reference model: %s", cfg.ref_model or cfg.model_name_or_path)
+    return freeze(model)

@@ -1,0 +1,12 @@
+"""Pre-training (continued): a causal LM on plain text, packed into cutoff_len blocks, every token trained."""
+
+from __future__ import annotations
+
+from tunery.train.sft import SftTrainer, seq2seq_collator
+from tunery.train.workflow import Stage, run_stage
+
+PT = Stage(SftTrainer, seq2seq_collator)
+
+
+def run_pt(cfg) -> None:
+    run_stage(cfg, PT)

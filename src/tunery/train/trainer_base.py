@@ -1,0 +1,86 @@
+"""What every stage's transformers Trainer shares: LoRA+ optimizer groups, optional in-order batches, and metrics
+that a stage computes inside its loss (rewards/…, accuracy) averaged over the logging interval and all processes."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+
+from tunery.utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+
+def loraplus_param_groups(model, lr: float, ratio: float, embedding_lr: float, weight_decay: float,
+                          decay_names: set[str]) -> list[dict]:
+    """LoRA+ (Hayou et al. 2024): the B matrices learn `ratio` times faster than A; LoRA embedding factors get their
+    own learning rate. Biases and norms are in the no-decay groups."""
+    groups: dict[str, list] = defaultdict(list)
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if "lora_embedding_" in name:
+            key = "embedding"
+        elif "lora_B" in name or param.ndim == 1:
+            key = "b" if name in decay_names else "b_nodecay"
+        else:
+            key = "a" if name in decay_names else "a_nodecay"
+        groups[key].append(param)
+    settings = {
+        "a": (lr, weight_decay), "a_nodecay": (lr, 0.0), "b": (lr * ratio, weight_decay),
+        "b_nodecay": (lr * ratio, 0.0), "embedding": (embedding_lr, weight_decay),
+    }
+    return [{"params": groups[k], "lr": settings[k][0], "weight_decay": settings[k][1]}
+            for k in settings if groups[k]]
+
+
+class TuneryTrainerMixin:
+    """Mixed into a transformers Trainer (first in the bases). ``cfg`` is the run's Config."""
+
+    def __init__(self, *args, cfg, **kwargs):
+        self.cfg = cfg
+        super().__init__(*args, **kwargs)
+        self._stored: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None and self.cfg.loraplus_lr_ratio and self.cfg.finetuning_type == "lora":
+            opt_model = self.model if model is None else model
+            decay = set(self.get_decay_parameter_names(opt_model))
+            groups = loraplus_param_groups(opt_model, self.args.learning_rate, self.cfg.loraplus_lr_ratio,
+                                           self.cfg.loraplus_lr_embedding, self.args.weight_decay, decay)
+            optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            kwargs.pop("lr", None)
+            self.optimizer = optimizer_cls(groups, **kwargs)
+            logger.info("LoRA+ optimizer: lora_B learning rate %g (ratio %g)",
+                        self.args.learning_rate * self.cfg.loraplus_lr_ratio, self.cfg.loraplus_lr_ratio)
+        return super().create_optimizer(model)
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.cfg.disable_shuffling:
+            return torch.utils.data.SequentialSampler(train_dataset if train_dataset is not None
+                                                      else self.train_dataset)
+        return super()._get_train_sampler(train_dataset)
+
+    # -- metrics computed inside the loss ------------------------------------------------------------------------
+    def store_metrics(self, metrics: dict[str, torch.Tensor], split: str) -> None:
+        """Remember this batch's metrics (0-d tensors, NaN where a batch has none), averaged over processes."""
+        if not metrics:
+            return
+        keys = list(metrics)
+        values = torch.stack([metrics[k].detach().float().reshape(()) for k in keys]).to(self.args.device)
+        if self.accelerator.num_processes > 1:
+            values = self.accelerator.gather(values.unsqueeze(0)).nanmean(0)
+        for key, value in zip(keys, values.tolist()):
+            if not math.isnan(value):
+                self._stored[split][key].append(value)
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        prefix = "eval_" if split == "eval" else ""
+        for key, values in self._stored[split].items():
+            if values:
+                logs[prefix + key] = round(sum(values) / len(values), 6)
+        self._stored[split].clear()
+        super().log(logs, *args, **kwargs)
