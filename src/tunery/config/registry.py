@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from tunery.config import data_options, generation_options, method_options, model_options, train_options
-from tunery.config import eval_options
-from tunery.config import serve_options
+from tunery.config import (
+    data_options,
+    eval_options,
+    generation_options,
+    method_options,
+    model_options,
+    serve_options,
+    train_options,
+)
 from tunery.config.hf_args import hf_options
 from tunery.config.option import Option, Rule
 

@@ -7,7 +7,6 @@ import json
 import os
 import unicodedata
 from pathlib import Path
-from typing import Optional
 
 from tunery.eval.tasks import CATEGORIES, CHOICES
 
@@ -38,11 +37,11 @@ def summarize(subjects: list, choices: dict[str, list[int]]) -> dict:
     return {"average": _acc(correct, total), "categories": categories, "subjects": per_subject}
 
 
-def document(bench, cfg, runs: dict[str, dict], elapsed_s: float) -> dict:
+def document(bench, cfg, runs: dict[str, dict], elapsed_s: float, template: str) -> dict:
     doc = {
         "task": bench.name, "source": bench.source, "split": bench.split, "n_shot": cfg.n_shot, "lang": bench.lang,
         "model": cfg.model_name_or_path, "adapter": list(cfg.adapter_name_or_path or []) or None,
-        "template": cfg.template, "seed": cfg.seed, "elapsed_s": round(elapsed_s, 3),
+        "template": template, "seed": cfg.seed, "elapsed_s": round(elapsed_s, 3),
     }
     if len(runs) == 1:
         doc.update(next(iter(runs.values())))
@@ -83,7 +82,7 @@ def _width(names) -> int:
     return max([len(AVERAGE)] + [_cells(n) + 2 for n in names]) + 2
 
 
-def format_table(bench, n_shot: int, summary: dict, label: Optional[str] = None) -> str:
+def format_table(bench, n_shot: int, summary: dict, label: str | None = None) -> str:
     """Average, each category and (indented) its subjects: correct, total, accuracy in percent."""
     names = {k: s["name"] for k, s in summary["subjects"].items()}
     w = _width(names.values())

@@ -97,7 +97,7 @@ def run_eval(cfg) -> int:
     else:
         model = load_adapters(model, cfg, is_trainable=False).eval()
         runs["model"] = _score(model, bench, prompts, letters, pad_id, cfg.batch_size, "Scoring")
-    doc = document(bench, cfg, runs, time.perf_counter() - started)
+    doc = document(bench, cfg, runs, time.perf_counter() - started, template.name)
 
     if cfg.compare:
         print(format_table(bench, cfg.n_shot, runs["base"], "base"))

@@ -18,7 +18,6 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from tunery.errors import ConfigError, DataError, did_you_mean
 from tunery.eval import BENCHMARKS_DIR
@@ -68,12 +67,12 @@ class Benchmark:
 class TaskRef:
     name: str
     split: str
-    folder: Optional[Path] = None  # a benchmark folder, or
-    hub: Optional[str] = None  # a registered hub benchmark (tunery.eval.hub.HUB key)
+    folder: Path | None = None  # a benchmark folder, or
+    hub: str | None = None  # a registered hub benchmark (tunery.eval.hub.HUB key)
 
 
 # ------------------------------------------------------------------------------------------------ finding the task
-def resolve_task(task: str, task_dir: Optional[str], split: str, split_explicit: bool = False) -> TaskRef:
+def resolve_task(task: str, task_dir: str | None, split: str, split_explicit: bool = False) -> TaskRef:
     """Where `task` lives: an existing folder, a folder under task_dir (default: the bundled ones) or a hub name.
     A trailing _test / _validation (LLaMA-Factory's `mmlu_test`) picks the split."""
     from tunery.eval.hub import HUB
@@ -145,10 +144,19 @@ def split_files(folder: Path, split: str) -> dict[str, Path]:
 
 def read_csv(path: Path) -> list[Question]:
     """The questions of one file; a bad row raises DataError naming file:line and the fix."""
+    try:
+        return _read_rows(path)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start}) — save the file as UTF-8") from None
+    except csv.Error as err:
+        raise DataError(f"{path}: malformed CSV ({err}) — fix the quoting") from None
+
+
+def _read_rows(path: Path) -> list[Question]:
     questions: list[Question] = []
     with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh)
-        columns: Optional[list[int]] = None
+        columns: list[int] | None = None
         width, header = 6, False
         start = 1
         for row in reader:
@@ -168,9 +176,10 @@ def read_csv(path: Path) -> list[Question]:
             question, a, b, c, d, answer = (row[i] for i in columns)
             letter = answer.strip().upper()
             if letter not in CHOICES:
-                shown = f"'{answer.strip()}'" if answer.strip() else "empty"
-                raise DataError(f"{path}:{line}: answer {shown} is not one of A, B, C, D — fix the row (C-Eval's test "
-                                "split has no public answers: use split: validation)")
+                if not letter:
+                    raise DataError(f"{path}:{line}: the answer is empty — give the letter A, B, C or D (C-Eval's "
+                                    "test split has no public answers: use split: validation)")
+                raise DataError(f"{path}:{line}: answer '{answer.strip()}' is not one of A, B, C, D — fix the row")
             questions.append(Question(question.strip(), (a.strip(), b.strip(), c.strip(), d.strip()), letter,
                                       f"{path}:{line}"))
     if not questions:
@@ -178,7 +187,7 @@ def read_csv(path: Path) -> list[Question]:
     return questions
 
 
-def _header_columns(row: list[str]) -> Optional[list[int]]:
+def _header_columns(row: list[str]) -> list[int] | None:
     names = [cell.strip().lower() for cell in row]
     wanted = ["question", "a", "b", "c", "d", "answer"]
     if "question" not in names or "answer" not in names:
@@ -238,8 +247,9 @@ def load_folder(ref: TaskRef, n_shot: int) -> list[Subject]:
     folder = ref.folder
     files = split_files(folder, ref.split)
     if not files:
+        hint = " (unzip the archive in it first)" if any(folder.glob("*.zip")) else ""
         raise DataError(f"{folder}: no files of split '{ref.split}' — expected SUBJECT_{SPLIT_SUFFIX[ref.split]}.csv "
-                        "files (MMLU CSV layout)" + (" or pick split: test" if ref.split == "validation" else ""))
+                        f"files (MMLU CSV layout){hint}" + (", or use split: test" if ref.split == "validation" else ""))
     dev_files = split_files(folder, "dev") if n_shot > 0 else {}
     subjects = []
     for key, path in files.items():
@@ -260,7 +270,7 @@ def check_n_shot(subjects: list, n_shot: int) -> None:
                               f"dev question(s) for the examples — lower n_shot (e.g. --n_shot {len(subject.dev)})")
 
 
-def load_benchmark(task: str, task_dir: Optional[str], split: str, n_shot: int, lang: Optional[str] = None,
+def load_benchmark(task: str, task_dir: str | None, split: str, n_shot: int, lang: str | None = None,
                    split_explicit: bool = False) -> Benchmark:
     """Resolve `task`, read (or download) every subject, check n_shot; nothing heavy is imported for folders."""
     ref = resolve_task(task, task_dir, split, split_explicit)

@@ -9,10 +9,22 @@ import sys
 _CONFIGURED = False
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is now (it may be replaced after set-up, e.g. by pytest or a web UI)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def get_logger(name: str) -> logging.Logger:
     global _CONFIGURED
     if not _CONFIGURED:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("[%(levelname)s|%(name)s] %(message)s"))
         root = logging.getLogger("tunery")
         root.addHandler(handler)
