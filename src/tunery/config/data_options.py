@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from tunery.config.option import Option, Rule, positive
+from tunery.config.option import Option, Rule, non_negative, positive
 from tunery.errors import ConfigError
 
 G = "data"
@@ -33,40 +33,49 @@ OPTIONS = [
     Option("train_on_prompt", "bool", False, "Also train on the prompt tokens.", G, advanced=True),
     Option("mask_history", "bool", False, "Train only on the last assistant turn.", G, advanced=True),
     Option("streaming", "bool", False, "Stream the dataset instead of loading it whole.", G, advanced=True,
-           unsupported="streaming datasets"),
+           unsupported="Tunery reads local datasets whole; for large data encode once with tokenized_path and reuse "
+                       "it"),
     Option("buffer_size", "int", 16384, "Shuffle buffer size when streaming.", G, check=positive, advanced=True),
     Option("mix_strategy", "str", "concat", "How several datasets are mixed.", G,
            choices=("concat", "interleave_under", "interleave_over"), advanced=True),
     Option("interleave_probs", "list", None, "Sampling probabilities for interleaving, comma-separated.", G,
            advanced=True),
-    Option("overwrite_cache", "bool", False, "Re-encode the datasets instead of reusing a cache.", G, advanced=True),
-    Option("preprocessing_batch_size", "int", 1000, "Records per encoding batch.", G, check=positive, advanced=True),
-    Option("preprocessing_num_workers", "int", None, "Processes used to encode the datasets.", G, check=positive,
+    Option("overwrite_cache", "bool", False, "Re-encode the datasets even when tokenized_path holds a save.", G,
            advanced=True),
+    Option("preprocessing_batch_size", "int", 1000, "Records per encoding batch.", G, check=positive, advanced=True),
+    Option("preprocessing_num_workers", "int", None, "Processes used to encode the datasets (at most the CPU cores, "
+           "and one per 1000 records).", G, check=positive, advanced=True),
     Option("max_samples", "int", None, "Use at most this many records of each dataset.", G, check=positive),
     Option("val_size", "number", 0.0, "Held-out evaluation split: a fraction in [0, 1) or a record count.", G,
            check=_val_size),
     Option("eval_on_each_dataset", "bool", False, "Evaluate each eval dataset separately.", G, advanced=True),
     Option("ignore_pad_token_for_loss", "bool", True, "Ignore pad tokens in the loss (predictions).", G,
            advanced=True),
-    Option("packing", "bool", None, "Pack several examples into one sequence.", G, advanced=True),
-    Option("neat_packing", "bool", False, "Packing without cross-attention between packed examples.", G,
-           advanced=True),
+    Option("packing", "bool", None, "Pack several examples into sequences of up to cutoff_len tokens (sft; pt packs "
+           "unless false). Packed examples see the ones before them in their sequence.", G, advanced=True),
+    Option("neat_packing", "bool", False, "Packing where packed examples cannot attend to each other (sft; implies "
+           "packing).", G, advanced=True),
     Option("tool_format", "str", None, "Tool-call format to use instead of the template's own.", G, advanced=True),
     Option("default_system", "str", None, "System prompt used when a record has none (overrides the template's).",
            G),
     Option("enable_thinking", "bool", True, "For reasoning templates: keep the thinking block.", G, advanced=True),
-    Option("tokenized_path", "str", None, "Save encoded datasets here once and reuse them on later runs.", G,
-           advanced=True),
+    Option("tokenized_path", "str", None, "Folder where the encoded datasets are saved on the first run and loaded "
+           "from on later runs (loading and encoding skipped).", G, advanced=True),
     Option("placeholders", "dict", None, "Values for {{placeholders}} in the data, e.g. {name: Tunery, author: me}.",
            G),
     Option("media_dir", "str", None, "Folder of images/videos/audios for multimodal datasets.", G, advanced=True,
            unsupported="multimodal data"),
+    Option("preview_num", "int", 3, "tunery preview: how many records to show (--num N).", "preview",
+           check=non_negative),
+    Option("preview_format", "str", "text", "tunery preview: text (rendered, trained tokens marked) or json (one "
+           "object per training item, then a summary) (--format).", "preview", choices=("text", "json")),
 ]
 
 
 def _needs_dataset(cfg) -> None:
-    if cfg.do_train and not cfg.dataset:
+    from tunery.data.cache import has_tokenized_data
+
+    if cfg.do_train and not cfg.dataset and not has_tokenized_data(cfg.tokenized_path):
         raise ConfigError(f"{cfg.where}: option 'dataset' is required for training — name one or more entries of "
                           f"{os.path.join(cfg.dataset_dir, 'dataset_info.json')}")
 
@@ -82,8 +91,22 @@ def _val_and_eval(cfg) -> None:
         raise ConfigError(f"{cfg.where}: options 'val_size' and 'eval_dataset' both set — use one of them")
 
 
+def _preview_dataset(cfg) -> None:
+    if not cfg.dataset:
+        raise ConfigError(f"{cfg.where}: option 'dataset' is required for preview — name one or more entries of "
+                          f"{os.path.join(cfg.dataset_dir, 'dataset_info.json')}")
+
+
+def _packing(cfg) -> None:
+    from tunery.data.packing import check_packing_options
+
+    check_packing_options(cfg)
+
+
 RULES = [
     Rule(_needs_dataset, frozenset({"train"})),
+    Rule(_preview_dataset, frozenset({"preview"})),
+    Rule(_packing, frozenset({"train", "preview"})),
     Rule(_interleave, frozenset({"train"})),
     Rule(_val_and_eval, frozenset({"train"})),
 ]

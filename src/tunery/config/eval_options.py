@@ -28,8 +28,6 @@ OPTIONS = [
     Option("split", "str", "test", "Split that is scored.", G, choices=("test", "validation")),
     Option("batch_size", "int", 4, "Questions scored per forward pass.", G, check=positive),
     Option("save_dir", "str", None, "Folder for results.json (not written when unset).", G),
-    Option("compare", "bool", False, "Score the base model (without adapter_name_or_path) and the fine-tuned one in "
-           "one run and print the difference per category.", G),
     Option("backend", "str", "native", "native: Tunery's scorer; lm_eval: EleutherAI's lm-evaluation-harness "
            "(pip install lm-eval) on the same model and adapter.", G, choices=("native", "lm_eval")),
     Option("tasks", "list", None, "lm_eval task names, comma-separated (backend: lm_eval).", G),

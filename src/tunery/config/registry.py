@@ -24,12 +24,12 @@ _MODULES = (model_options, data_options, method_options, train_options, generati
 COMMAND_GROUPS = {
     "train": ("model", "data", "method", "method: lora", "method: freeze", "method: rlhf", "output",
               "training (transformers)", "generation"),
-    "chat": ("model", "data", "method", "generation", "inference"),
-    "webchat": ("model", "data", "method", "generation", "inference"),
+    "chat": ("model", "data", "method", "generation", "compare", "inference"),
+    "webchat": ("model", "data", "method", "generation", "compare", "inference"),
     "api": ("model", "data", "method", "generation", "inference"),
     "export": ("model", "data", "method", "export"),
     "preview": ("model", "data", "method", "preview"),
-    "eval": ("model", "data", "method", "eval"),
+    "eval": ("model", "data", "method", "eval", "compare"),
 }
 
 

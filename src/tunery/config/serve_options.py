@@ -19,7 +19,8 @@ _NO_QUANTIZED_EXPORT = ("quantized export (GPTQ) is not available — export in 
                         "folder with a dedicated tool (llama.cpp, AutoGPTQ, AutoAWQ)")
 
 OPTIONS = [
-    # `compare` itself is declared once, in eval_options (the same meaning: base model beside the fine-tuned one).
+    Option("compare", "bool", False, "Base model (without adapter_name_or_path, or compare_model) beside the "
+           "fine-tuned one: side by side in chat and webchat, per category in eval.", "compare"),
     Option("compare_model", "str", None, "With --compare (chat, webchat): the model folder or hub id that answers as "
            "the 'base' (default: model_name_or_path without its adapters; useful after full fine-tuning).", INF,
            check=_model_path),
