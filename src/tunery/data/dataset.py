@@ -1,26 +1,47 @@
-"""Config → aligned records → encoded examples, for one training run (everything before the model loads)."""
+"""Config → aligned records → encoded (and packed) examples, for one training run (everything before the model loads).
+
+:func:`prepare_datasets` is the entry the recipes use: template/tokenizer check, ``tokenized_path`` reuse, loading,
+dropping records with empty responses, encoding (``preprocessing_num_workers`` processes for larger data), the
+"nothing left to train on" error with its causes, sft packing, and saving to ``tokenized_path``.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 
+from tunery.errors import ConfigError, DataError
 from tunery.utils.logging import get_logger
 
 logger = get_logger(__name__)
 
+MIN_RECORDS_PER_WORKER = 1000  # below this a process pool costs more than it saves (benchmarks/preprocess.py)
+RESPONSE_STAGES = ("sft", "kto", "rm", "dpo", "orpo", "simpo")  # stages that train on the responses' text
+
 
 @dataclass
 class PreparedData:
+    """What the trainer receives (``train``/``eval``: packed rows with packing) and how it came about."""
+
     train: list[dict]
     eval: list[dict] | None
-    dropped: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)  # "dataset: reason" (loading) / "encoding: reason"
+    placeholders: dict[str, int] = field(default_factory=dict)  # {{name}} still in the data -> record count
+    num_examples: int = 0  # encoded training examples (before packing)
+    packing: dict | None = None  # packing_summary() when sft examples were packed
+    tokenized_path: str | None = None  # the folder the data was loaded from or saved to
+    from_cache: bool = False
+    unpacked: list[dict] | None = None  # the training examples before packing (kept only when asked: preview)
 
 
+# ---------------------------------------------------------------- loading
 def load_records(cfg):
+    """LoadedData for the run's datasets, records with empty responses dropped (and counted)."""
     from tunery.data.loader import load_datasets
 
-    return load_datasets(
+    loaded = load_datasets(
         list(cfg.dataset or []),
         cfg.dataset_dir,
         cfg.stage,
@@ -32,9 +53,97 @@ def load_records(cfg):
         eval_names=list(cfg.eval_dataset) if cfg.eval_dataset else None,
         placeholders=cfg.placeholders,
     )
+    if cfg.stage in RESPONSE_STAGES:
+        loaded.train = drop_empty_responses(loaded.train, loaded.dropped)
+        if loaded.eval is not None:
+            loaded.eval = drop_empty_responses(loaded.eval, loaded.dropped)
+    return loaded
 
 
-def encode_records(cfg, records, template, tokenizer) -> list[dict]:
+def _dataset_name(record) -> str:
+    return record.source.split("[", 1)[0] if record.source else "data"
+
+
+def drop_empty_responses(records: list, dropped: dict[str, int]) -> list:
+    """Records whose response (any of chosen/rejected) is empty or blank would teach the model to answer nothing
+    (LLaMA-Factory trains on them: only the end-of-turn token is learned). They are dropped, counted in ``dropped``
+    as ``"dataset: empty response"`` and the first one is named in a warning."""
+    kept, first, count = [], {}, Counter()
+    for record in records:
+        if record.response and any(not str(m.get("content") or "").strip() for m in record.response):
+            name = _dataset_name(record)
+            count[name] += 1
+            first.setdefault(name, record.source)
+            continue
+        kept.append(record)
+    for name, n in count.items():
+        dropped[f"{name}: empty response"] = dropped.get(f"{name}: empty response", 0) + n
+        logger.warning("dataset %s: dropped %d record(s) with an empty response (first: %s) — fill in the responses "
+                       "or remove those records", name, n, first[name])
+    return kept
+
+
+# ---------------------------------------------------------------- template / tokenizer fit
+_SPECIAL_RE = re.compile(r"<\|[^|<>\s]{1,40}\|>|<｜[^｜<>]{1,40}｜>|<(?:start|end)_of_turn>|<reserved_\d+>")
+TEXT_MARKER_TEMPLATES = ("zephyr",)  # their <|user|> markers are plain text in the model's own tokenizer
+
+
+def template_special_tokens(template) -> list[str]:
+    """Special-token texts a template's slots rely on (``<|start_header_id|>``, ``<|im_start|>``, ...)."""
+    from tunery.data.templates.template import Token
+
+    if getattr(template, "name", None) in TEXT_MARKER_TEMPLATES or not hasattr(template, "constants"):
+        return []
+    found: dict[str, None] = {}
+    for slot in ("prefix", "system", "user", "assistant", "function", "observation", "separator"):
+        for elem in getattr(template, slot, ()) or ():
+            if isinstance(elem, Token):
+                found[elem.text] = None
+            elif isinstance(elem, str):
+                for match in _SPECIAL_RE.findall(elem):
+                    found[match] = None
+    return list(found)
+
+
+def check_template_tokens(template, tokenizer, model: str = "") -> None:
+    """Refuse a template whose special tokens the tokenizer lacks: they would be split into ordinary pieces and the
+    model would learn a chat format it was never meant to have (e.g. the llama3 template on a Qwen tokenizer)."""
+    from tunery.data.templates.template import text_encoder
+
+    encode = text_encoder(tokenizer)
+    missing = []
+    for text in template_special_tokens(template):
+        if len(encode(text)) != 1:
+            missing.append((text, len(encode(text))))
+    if not missing:
+        return
+    text, pieces = missing[0]
+    name = getattr(template, "name", "?")
+    where = f" of {model}" if model else ""
+    own = " or template: tokenizer (its own chat template)" if getattr(tokenizer, "chat_template", None) else ""
+    more = f" (and {len(missing) - 1} more: {', '.join(t for t, _ in missing[1:4])})" if len(missing) > 1 else ""
+    raise ConfigError(f"template '{name}' needs the special token {text}{more}, which the tokenizer{where} does not "
+                      f"have: it would be split into {pieces} ordinary pieces — use the template of the model's "
+                      f"family{own}")
+
+
+# ---------------------------------------------------------------- encoding
+def _workers(requested: int | None, n_records: int) -> int:
+    """Processes worth starting: at most the cores, and at least MIN_RECORDS_PER_WORKER records each."""
+    if not requested or requested <= 1:
+        return 1
+    return max(1, min(requested, os.cpu_count() or 1, n_records // MIN_RECORDS_PER_WORKER))
+
+
+def encode_cutoff(cfg) -> int:
+    """LLaMA-Factory encodes with ``cutoff_len - 1`` whenever packing is asked for (packing rows of cutoff_len)."""
+    from tunery.data.packing import packed_cutoff
+
+    return packed_cutoff(cfg.cutoff_len) if (cfg.packing or cfg.neat_packing) else cfg.cutoff_len
+
+
+def encode_records(cfg, records, template, tokenizer, cutoff_len: int | None = None):
+    """EncodedDataset (a list with ``.dropped``) of ``records`` for the run's stage."""
     from tunery.data.encode import encode_dataset
 
     return encode_dataset(
@@ -42,25 +151,116 @@ def encode_records(cfg, records, template, tokenizer) -> list[dict]:
         cfg.stage,
         template,
         tokenizer,
-        cfg.cutoff_len,
+        encode_cutoff(cfg) if cutoff_len is None else cutoff_len,
         train_on_prompt=cfg.train_on_prompt,
         mask_history=cfg.mask_history,
+        packing=cfg.packing is not False,  # pt: concatenate and cut into blocks unless packing: false
         num_workers=_workers(cfg.preprocessing_num_workers, len(records)),
     )
 
 
-def _workers(requested: int | None, n_records: int) -> int:
-    """Processes worth starting: no more than the cores, and one for small data (a pool costs more than it saves)."""
-    if not requested or n_records < 2000:
-        return 1
-    return max(1, min(requested, os.cpu_count() or 1))
+_HINTS = {
+    "nothing to train on after truncation": "raise cutoff_len (now {cutoff}) or shorten the prompts",
+    "empty response": "fill in the responses",
+    "no response": "check columns.response in dataset_info.json",
+    "empty text": "check the text column",
+}
 
 
-def prepare_datasets(cfg, tokenizer, template) -> PreparedData:
-    loaded = load_records(cfg)
-    train = encode_records(cfg, loaded.train, template, tokenizer)
-    evaluation = encode_records(cfg, loaded.eval, template, tokenizer) if loaded.eval else None
+def nothing_left_error(cfg, loaded_count: int, dropped: dict[str, int], split: str = "training") -> DataError:
+    """The "no examples left" error: every cause with its count and the matching fix."""
+    causes = sorted(dropped.items(), key=lambda kv: -kv[1])
+    listed = ", ".join(f"{n} x {reason}" for reason, n in causes) or "no records in the data"
+    hints = []
+    for reason, _ in causes:
+        for key, hint in _HINTS.items():
+            if key in reason and hint.format(cutoff=cfg.cutoff_len) not in hints:
+                hints.append(hint.format(cutoff=cfg.cutoff_len))
+    fix = "; ".join(hints) if hints else "check the records"
+    return DataError(f"no {split} examples left from dataset {','.join(cfg.dataset or [])}: {loaded_count} record(s) "
+                     f"loaded, all dropped ({listed}) — {fix}; `tunery preview` shows the records")
+
+
+def encode_loaded(cfg, loaded, template, tokenizer, strict: bool = True, keep_unpacked: bool = False) -> PreparedData:
+    """Encode (and pack) a LoadedData; with ``strict``, refuse when nothing is left to train or evaluate on."""
+    from tunery.data.packing import pack_examples, packing_enabled, packing_summary
+
     dropped = dict(loaded.dropped)
-    logger.info("training examples: %d%s", len(train), f", evaluation examples: {len(evaluation)}" if evaluation
-                else "")
-    return PreparedData(train, evaluation, dropped)
+    loaded_count = len(loaded.train) + sum(dropped.values())
+    train = encode_records(cfg, loaded.train, template, tokenizer) if loaded.train else []
+    for reason, n in getattr(train, "dropped", {}).items():
+        dropped[f"encoding: {reason}"] = dropped.get(f"encoding: {reason}", 0) + n
+    if not train and strict:
+        raise nothing_left_error(cfg, loaded_count, dropped)
+    evaluation = None
+    if loaded.eval:
+        evaluation = encode_records(cfg, loaded.eval, template, tokenizer)
+        for reason, n in evaluation.dropped.items():
+            dropped[f"eval encoding: {reason}"] = dropped.get(f"eval encoding: {reason}", 0) + n
+        if not evaluation and strict:
+            raise nothing_left_error(cfg, len(loaded.eval), {k: v for k, v in dropped.items()
+                                                             if k.startswith("eval encoding")}, "evaluation")
+    prepared = PreparedData(list(train), list(evaluation) if evaluation is not None else None, dropped,
+                            dict(loaded.placeholders), num_examples=len(train))
+    if keep_unpacked:
+        prepared.unpacked = prepared.train
+    if packing_enabled(cfg):
+        batch = cfg.preprocessing_batch_size or 1000
+        prepared.train = pack_examples(prepared.train, cfg.cutoff_len, batch)
+        if prepared.eval is not None:
+            prepared.eval = pack_examples(prepared.eval, cfg.cutoff_len, batch)
+        prepared.packing = packing_summary(len(train), prepared.train, cfg.cutoff_len)
+        logger.info("packed %d examples into %d sequences of at most %d tokens (%.0f%% full)%s", len(train),
+                    len(prepared.train), cfg.cutoff_len - 1, 100 * prepared.packing["fill"],
+                    ", packed examples attend only to themselves" if cfg.neat_packing else "")
+    return prepared
+
+
+def _check_cached_layout(cfg, path: str, train: list[dict]) -> None:
+    """Saved packed rows need packing on (the packed collator), saved examples need it off."""
+    from tunery.data.packing import packing_enabled
+
+    if not train or cfg.stage != "sft":
+        return
+    packed = "position_ids" in train[0]
+    if packed and not packing_enabled(cfg):
+        raise ConfigError(f"tokenized_path '{path}' holds packed sequences but packing is off — set packing: true "
+                          "(or neat_packing: true, as when they were saved), or overwrite_cache: true to re-encode")
+    if not packed and packing_enabled(cfg):
+        raise ConfigError(f"tokenized_path '{path}' holds unpacked examples but packing is on — remove packing/"
+                          "neat_packing, or set overwrite_cache: true to re-encode them packed")
+
+
+# ---------------------------------------------------------------- the entry
+def prepare_datasets(cfg, tokenizer, template) -> PreparedData:
+    """The run's training/evaluation data, from ``tokenized_path`` when it holds a save (unless ``overwrite_cache``),
+    else loaded, encoded, packed (sft with packing) and then saved there when ``tokenized_path`` is set."""
+    from tunery.data import cache
+    from tunery.data.packing import check_packing_options
+
+    check_packing_options(cfg)
+    check_template_tokens(template, tokenizer, getattr(cfg, "model_name_or_path", "") or "")
+    path = cfg.tokenized_path
+    if path and cache.has_tokenized_data(path) and not cfg.overwrite_cache:
+        current = cache.fingerprint(cfg, tokenizer) if cfg.dataset else None
+        train, evaluation, meta = cache.load_tokenized(path, current)
+        if not train and cfg.do_train:
+            raise DataError(f"tokenized_path '{path}' holds no training examples — set overwrite_cache: true to "
+                            "re-encode it from the dataset option")
+        _check_cached_layout(cfg, path, train)
+        return PreparedData(train, evaluation, dict(meta.get("dropped", {})), dict(meta.get("placeholders", {})),
+                            num_examples=meta.get("num_examples", len(train)), packing=meta.get("packing"),
+                            tokenized_path=path, from_cache=True)
+    if path and not cfg.dataset:
+        raise ConfigError(f"tokenized_path '{path}' holds no saved datasets yet — name the dataset(s) to encode "
+                          "(option 'dataset') for the first run")
+    prepared = encode_loaded(cfg, load_records(cfg), template, tokenizer)
+    if path:
+        meta = {"options": cache.fingerprint(cfg, tokenizer), "dropped": prepared.dropped,
+                "placeholders": prepared.placeholders, "num_examples": prepared.num_examples,
+                "packing": prepared.packing}
+        cache.save_tokenized(path, prepared.train, prepared.eval, meta)
+        prepared.tokenized_path = path
+    logger.info("training examples: %d%s", len(prepared.train),
+                f", evaluation examples: {len(prepared.eval)}" if prepared.eval else "")
+    return prepared

@@ -457,8 +457,10 @@ def to_aligned(
             dropped[key] = dropped.get(key, 0) + count
     if rows and not out:
         reason = max(counts, key=counts.get)
+        others = "".join(f", {n} x {r}" for r, n in sorted(counts.items(), key=lambda kv: -kv[1]) if r != reason)
         raise DataError(
             f"dataset {spec.name}: all {len(rows)} records were dropped ({counts[reason]} x {reason}; first: "
-            f"{first_detail[reason]}) — check formatting, columns and tags in dataset_info.json for stage {stage}"
+            f"{first_detail[reason]}{others}) — check formatting, columns and tags in dataset_info.json for stage "
+            f"{stage}"
         )
     return out

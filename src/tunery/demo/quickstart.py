@@ -3,7 +3,7 @@
 The whole main job in one command, offline, in a few minutes on two CPU cores. The same steps by hand:
 
     tunery demo --output models/tiny-llama3 --warmup-steps 300
-    tunery train examples/quickstart_identity.yaml
+    tunery train src/tunery/demo/quickstart.yaml
     printf 'Who are you?\\n' | tunery chat examples/llama3_lora_chat.yaml
 """
 
@@ -18,29 +18,9 @@ from tunery.demo import DATA_DIR
 QUESTIONS = ("Who are you?", "你是谁")
 NAME, AUTHOR = "Tunery", "the Tunery team"
 # The random tiny model is first warmed up on generic bundled text (never the identity answers), so that LoRA has
-# features to work with; then LoRA learns the identity in a few hundred steps.
+# features to work with; then LoRA learns the identity in a few hundred steps (quickstart.yaml beside this file).
 WARMUP_STEPS = 300
-TRAIN = {
-    "stage": "sft",
-    "do_train": True,
-    "finetuning_type": "lora",
-    "lora_rank": 16,
-    "lora_target": "all",
-    "dataset": "identity",
-    "template": "llama3",
-    "cutoff_len": 256,
-    "per_device_train_batch_size": 8,
-    "gradient_accumulation_steps": 1,
-    "learning_rate": 5e-3,
-    "num_train_epochs": 25.0,
-    "lr_scheduler_type": "cosine",
-    "warmup_steps": 0.05,
-    "logging_steps": 10,
-    "save_steps": 1000,
-    "plot_loss": True,
-    "overwrite_output_dir": True,
-    "seed": 42,
-}
+CONFIG = Path(__file__).with_name("quickstart.yaml")
 
 
 def _answers(cfg_overrides: dict) -> list[str]:
@@ -55,7 +35,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tunery quickstart", description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default="models/tiny-llama3", help="where the tiny model is built")
     parser.add_argument("--output-dir", default="saves/tiny-llama3/lora/quickstart", help="training output_dir")
-    parser.add_argument("--epochs", type=float, default=TRAIN["num_train_epochs"], help="training epochs")
+    parser.add_argument("--epochs", type=float, default=None, help="training epochs (default: quickstart.yaml's)")
     args = parser.parse_args(argv)
 
     from tunery.demo.tiny import build_tiny_model
@@ -67,9 +47,11 @@ def main(argv=None) -> int:
     model_dir = str(build_tiny_model(args.model_dir, family="llama3", warmup_steps=WARMUP_STEPS))
 
     print(f"[2/3] LoRA fine-tuning on the bundled identity set → {args.output_dir}")
-    overrides = dict(TRAIN, model_name_or_path=model_dir, dataset_dir=str(DATA_DIR), output_dir=args.output_dir,
-                     num_train_epochs=args.epochs, placeholders={"name": NAME, "author": AUTHOR})
-    run_train(parse_config("train", overrides=overrides))
+    overrides = {"model_name_or_path": model_dir, "dataset_dir": str(DATA_DIR), "output_dir": args.output_dir,
+                 "placeholders": {"name": NAME, "author": AUTHOR}}
+    if args.epochs is not None:
+        overrides["num_train_epochs"] = args.epochs
+    run_train(parse_config("train", [str(CONFIG)], overrides=overrides))
 
     print("[3/3] greedy answers, base model vs. fine-tuned (base + adapter)")
     chat = {"model_name_or_path": model_dir, "template": "llama3", "do_sample": False, "max_new_tokens": 48}

@@ -29,12 +29,14 @@ BUILDER_VERSION = 1
 MARKER = "tunery_build.json"
 FAMILIES = ("llama3", "qwen")
 
-# vocab is the total size (BPE pieces + special tokens); the model's vocab_size is len(tokenizer).
+# vocab is the total size (BPE pieces + special tokens). initializer_range: "tiny" uses 1/sqrt(hidden) instead of the
+# usual 0.02, otherwise its logits start (and, with frozen lm_head under LoRA, stay) almost flat: 0.02 * sqrt(64) is
+# a logit scale of ~0.16, and a LoRA fine-tune then cannot get below a loss of ~7 however long it trains.
 SIZES = {
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=128, vocab=4096),
+                 intermediate_size=128, initializer_range=0.125, vocab=4096),
     "bench": dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4,
-                  intermediate_size=1376, vocab=8192),
+                  intermediate_size=1376, initializer_range=0.02, vocab=8192),
 }
 
 # Llama 3 reserves 256 special ids after the BPE vocabulary; the first eleven, in their upstream order.
@@ -167,7 +169,6 @@ def _model_config(family: str, size: str, tokenizer):
         vocab_size=vocab,
         max_position_embeddings=2048,
         tie_word_embeddings=False,
-        initializer_range=0.02,
         use_cache=True,
         **dims,
     )
@@ -197,8 +198,8 @@ def _stop_ids(family: str, tokenizer) -> list[int]:
     return [tokenizer.convert_tokens_to_ids(t) for t in names]
 
 
-def _warm_up(model, tokenizer, family: str, steps: int, seed: int, lr: float = 3e-3, batch_size: int = 16,
-             max_len: int = 128) -> list[float]:
+def _warm_up(model, tokenizer, family: str, steps: int, seed: int, lr: float = 3e-3, batch_size: int = 8,
+             max_len: int = 96) -> list[float]:
     """Deterministic full-parameter causal-LM training on the generic bundled text. Returns the losses."""
     import torch
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from transformers import Trainer
 
+from tunery.data.collate import build_collator
 from tunery.train.trainer_base import TuneryTrainerMixin
 from tunery.train.workflow import Stage, run_stage
 
@@ -40,7 +41,7 @@ def _accuracy(cfg, tokenizer) -> dict:
     return {"compute_metrics": token_accuracy, "preprocess_logits_for_metrics": _argmax}
 
 
-SFT = Stage(SftTrainer, seq2seq_collator, trainer_kwargs=_accuracy)
+SFT = Stage(SftTrainer, build_collator, trainer_kwargs=_accuracy)  # packing-aware; plain padding otherwise
 
 
 def run_sft(cfg) -> None:

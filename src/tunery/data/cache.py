@@ -1,0 +1,142 @@
+"""``tokenized_path``: save the encoded train/eval sets once, reload them on later runs.
+
+The folder is a ``datasets.DatasetDict.save_to_disk`` folder (Arrow files; splits ``train`` and ``validation``, the
+names LLaMA-Factory uses, so a folder LLaMA-Factory's ``tokenized_path`` wrote loads too) plus
+``tunery_tokenized.json``: the options the data was encoded with and the dropped-record counts. No pickle.
+
+On a later run with the same ``tokenized_path`` the folder is loaded and loading/encoding are skipped. If that run
+names datasets and its encoding options differ from the saved ones, it is refused with the differences (re-encode
+with ``overwrite_cache: true`` or use another folder); a run that names no dataset just uses the folder (the
+LLaMA-Factory workflow: encode once, then train with ``tokenized_path`` alone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from ..errors import ConfigError, DataError
+from ..utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+META_FILE = "tunery_tokenized.json"
+FORMAT_VERSION = 1
+TRAIN, EVAL = "train", "validation"
+LF_ONLY_COLUMNS = ("images", "videos", "audios", "packing_params")  # multimodal fields in LLaMA-Factory's saves
+
+# Options that change what encoding produces (compared when a run names datasets and reuses a folder).
+ENCODING_OPTIONS = (
+    "dataset", "eval_dataset", "stage", "cutoff_len", "template", "train_on_prompt", "mask_history", "packing",
+    "neat_packing", "max_samples", "val_size", "mix_strategy", "interleave_probs", "placeholders", "default_system",
+    "enable_thinking", "tool_format", "seed", "preprocessing_batch_size",
+)
+
+
+def has_tokenized_data(path: str | None) -> bool:
+    """A folder that ``save_to_disk`` wrote (by Tunery or LLaMA-Factory)."""
+    return bool(path) and os.path.isfile(os.path.join(os.path.expanduser(path), "dataset_dict.json"))
+
+
+def fingerprint(cfg, tokenizer) -> dict:
+    """The encoding options of this run, JSON-ready, plus the tokenizer's identity (path and vocabulary size)."""
+    options = {}
+    for name in ENCODING_OPTIONS:
+        value = getattr(cfg, name, None)
+        options[name] = list(value) if isinstance(value, tuple) else value
+    if not cfg.val_size and cfg.mix_strategy == "concat":
+        options.pop("seed")  # the seed shapes the data only through the val split and interleaving
+    options["dataset_dir"] = os.path.abspath(cfg.dataset_dir) if cfg.dataset_dir else None
+    options["tokenizer"] = {"name_or_path": str(getattr(tokenizer, "name_or_path", "")), "vocab": len(tokenizer)}
+    return json.loads(json.dumps(options, default=str))
+
+
+def _differences(saved: dict, current: dict) -> list[str]:
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        if saved.get(key) != current.get(key):
+            out.append(f"{key} {json.dumps(saved.get(key))} → {json.dumps(current.get(key))}")
+    return out
+
+
+def _to_table(examples: list[dict]):
+    import pyarrow as pa
+
+    columns = {}
+    for key in examples[0]:
+        values = [e[key] for e in examples]
+        if isinstance(values[0], list):
+            columns[key] = pa.array(values, type=pa.list_(pa.int32()))
+        else:
+            columns[key] = pa.array(values)
+    return pa.table(columns)
+
+
+def _to_examples(dataset) -> list[dict]:
+    table = dataset.data.table if hasattr(dataset.data, "table") else dataset.data
+    columns = {name: table.column(name).to_pylist() for name in table.column_names if name not in LF_ONLY_COLUMNS}
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+
+def save_tokenized(path: str, train: list[dict], evaluation: list[dict] | None, meta: dict) -> None:
+    """Write the encoded splits and ``meta`` (options, dropped counts) to ``path`` (replacing an earlier save)."""
+    from datasets import Dataset, DatasetDict
+
+    path = os.path.expanduser(path)
+    if os.path.isdir(path) and os.listdir(path):
+        if not (has_tokenized_data(path) or os.path.isfile(os.path.join(path, META_FILE))):
+            raise ConfigError(f"tokenized_path '{path}' is a folder with other files in it — give an empty or new "
+                              "folder (Tunery replaces the folder's contents when it re-encodes)")
+        shutil.rmtree(path)
+    splits = {TRAIN: Dataset(_to_table(train))} if train else {}
+    if evaluation:
+        splits[EVAL] = Dataset(_to_table(evaluation))
+    try:
+        DatasetDict(splits).save_to_disk(path)
+    except OSError as err:
+        raise ConfigError(f"could not write tokenized_path '{path}': {err.strerror or err} — check the path and "
+                          "its permissions") from None
+    with open(os.path.join(path, META_FILE), "w", encoding="utf-8") as fh:
+        json.dump(dict(meta, format=FORMAT_VERSION), fh, ensure_ascii=False, indent=2)
+    logger.info("saved the encoded datasets to %s (later runs with tokenized_path: %s skip loading and encoding)",
+                path, path)
+
+
+def read_meta(path: str) -> dict:
+    meta_path = os.path.join(os.path.expanduser(path), META_FILE)
+    if not os.path.isfile(meta_path):
+        return {}
+    with open(meta_path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def load_tokenized(path: str, current: dict | None = None) -> tuple[list[dict], list[dict] | None, dict]:
+    """(train, eval, meta) from ``path``. With ``current`` (this run's :func:`fingerprint`, given when the run names
+    datasets), encoding options that differ from the saved ones are refused with the list of differences."""
+    from datasets import DatasetDict, load_from_disk
+
+    path = os.path.expanduser(path)
+    meta = read_meta(path)
+    saved = meta.get("options")
+    if current is not None and saved is not None:
+        diffs = _differences(saved, current)
+        if diffs:
+            raise ConfigError(f"tokenized_path '{path}' was encoded with other options ({'; '.join(diffs[:4])}"
+                              f"{'; …' if len(diffs) > 4 else ''}) — set overwrite_cache: true to re-encode, use "
+                              "another tokenized_path, or drop the dataset options to train on the saved data as is")
+    try:
+        data = load_from_disk(path)
+    except Exception as err:  # noqa: BLE001 - a damaged folder: one line, with the fix
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"could not read tokenized_path '{path}': {reason} — set overwrite_cache: true to "
+                        "re-encode it") from None
+    if not isinstance(data, DatasetDict):
+        data = DatasetDict({TRAIN: data})
+    if saved is None:
+        logger.warning("tokenized_path %s was not written by Tunery: its encoding options cannot be checked", path)
+    train = _to_examples(data[TRAIN]) if TRAIN in data else []
+    evaluation = _to_examples(data[EVAL]) if EVAL in data else None
+    logger.info("loaded %d training%s examples from tokenized_path %s (loading and encoding skipped)", len(train),
+                f" and {len(evaluation)} evaluation" if evaluation else "", path)
+    return train, evaluation, meta

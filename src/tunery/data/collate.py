@@ -1,0 +1,108 @@
+"""Batch collators for sft: plain padding, or packed rows whose examples stay apart.
+
+:func:`build_collator` is what the sft recipe uses. Without packing it is transformers' ``DataCollatorForSeq2Seq``
+(pad to the batch's longest example, labels padded with ``IGNORE_INDEX``). With packing it is
+:class:`PackedCollator`:
+
+* ``neat_packing`` on sdpa/eager attention: rows padded to the batch's longest, ``position_ids`` given (restarting at
+  0 per packed example, padding forming a block of its own) and **no** ``attention_mask`` — transformers (5.x,
+  ``masking_utils.find_packed_sequence_indices``) then derives a block-diagonal causal mask from the position_ids, so
+  packed examples cannot attend to each other. ``use_cache=False`` is put in the batch: with a KV cache transformers
+  skips that detection (the Trainer turns the cache off too, unless ``use_cache: true`` is configured);
+* ``neat_packing`` on flash-attention: the whole batch is flattened into one row without padding (transformers'
+  ``DataCollatorWithFlattening`` layout), for which flash-attention runs its variable-length kernel per example
+  (transformers recognises packing from position_ids only in batches of one row);
+* ``packing`` without ``neat_packing``: the usual all-ones ``attention_mask`` plus the restarting ``position_ids``,
+  so packed examples see the ones before them in their row, as in LLaMA-Factory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .packing import packing_enabled
+from .records import IGNORE_INDEX
+
+FLASH_PREFIXES = ("flash_attention", "kernels-community/flash", "kernels-community/vllm-flash")
+
+
+def _pad_multiple(cfg) -> int | None:
+    return 8 if (getattr(cfg, "fp16", False) or getattr(cfg, "bf16", False) or getattr(cfg, "pure_bf16", False)) \
+        else None
+
+
+def uses_flash_attention(cfg=None, model=None) -> bool:
+    """Whether the model runs flash-attention (then packed batches must be one flattened row)."""
+    config = getattr(model, "config", None)
+    impl = getattr(config, "_attn_implementation", None) if config is not None else None
+    if impl is None and cfg is not None:
+        impl = "flash_attention_2" if getattr(cfg, "flash_attn", None) == "fa2" else None
+    return bool(impl) and str(impl).startswith(FLASH_PREFIXES)
+
+
+_FROM_CFG = object()
+
+
+def build_collator(cfg, tokenizer, pad_to_multiple_of=_FROM_CFG, model=None):
+    """The data collator for an sft run: ``DataCollatorForSeq2Seq`` unpacked, :class:`PackedCollator` packed.
+
+    The signature fits ``Stage.collator`` (cfg, tokenizer, pad_to_multiple_of); without ``pad_to_multiple_of`` it is 8
+    for fp16/bf16 runs. ``model`` (optional) tells the attention implementation; without it ``flash_attn: fa2`` in
+    ``cfg`` does (the only way a run gets flash-attention)."""
+    pad_to = _pad_multiple(cfg) if pad_to_multiple_of is _FROM_CFG else pad_to_multiple_of
+    if not packing_enabled(cfg):
+        from transformers import DataCollatorForSeq2Seq
+
+        return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, pad_to_multiple_of=pad_to)
+    neat = bool(cfg.neat_packing)
+    flatten = neat and uses_flash_attention(cfg, model)
+    return PackedCollator(pad_token_id=tokenizer.pad_token_id, neat=neat, flatten=flatten,
+                          pad_to_multiple_of=None if flatten else pad_to)
+
+
+@dataclass
+class PackedCollator:
+    """Collate packed rows (``input_ids``, ``labels``, ``position_ids``) into tensors; see the module docstring.
+    Unpacked examples (no ``position_ids``, e.g. an evaluation-only run's data) are single-example rows."""
+
+    pad_token_id: int
+    neat: bool = True
+    flatten: bool = False
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        if self.flatten:
+            batch = {key: [[v for f in features for v in f[key]]] for key in ("input_ids", "labels")}
+            batch["position_ids"] = [[p for f in features for p in _positions(f)]]
+            out = {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
+            out["use_cache"] = False
+            return out
+        longest = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of:
+            longest = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        input_ids, labels, position_ids, attention_mask = [], [], [], []
+        for f in features:
+            n = len(f["input_ids"])
+            pad = longest - n
+            input_ids.append(list(f["input_ids"]) + [self.pad_token_id] * pad)
+            labels.append(list(f["labels"]) + [IGNORE_INDEX] * pad)
+            # padding as one more "example" (positions 0..pad-1) keeps it out of the real examples' blocks
+            position_ids.append(_positions(f) + list(range(pad)))
+            attention_mask.append([1] * n + [0] * pad)
+        out = {
+            "input_ids": torch.tensor(input_ids, dtype=torch.long),
+            "labels": torch.tensor(labels, dtype=torch.long),
+            "position_ids": torch.tensor(position_ids, dtype=torch.long),
+        }
+        if self.neat:
+            out["use_cache"] = False
+        else:
+            out["attention_mask"] = torch.tensor(attention_mask, dtype=torch.long)
+        return out
+
+
+def _positions(feature: dict) -> list[int]:
+    positions = feature.get("position_ids")
+    return list(positions) if positions is not None else list(range(len(feature["input_ids"])))

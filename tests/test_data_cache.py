@@ -1,0 +1,145 @@
+"""tokenized_path (save once, reload, overwrite_cache, option checks), parallel encoding, "nothing left" errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tunery.config import parse_config
+from tunery.data import cache
+from tunery.data.dataset import _workers, encode_records, load_records, prepare_datasets
+from tunery.data.encode import encode_dataset
+from tunery.demo import DATA_DIR
+from tunery.errors import ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_llama3_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_llama3_dir)
+
+
+@pytest.fixture()
+def data_dir(tmp_path):
+    """A private copy of the bundled identity dataset (the tests edit and delete it)."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shutil.copy(DATA_DIR / "identity.json", folder / "identity.json")
+    (folder / "dataset_info.json").write_text(json.dumps({"identity": {"file_name": "identity.json"}}))
+    return folder
+
+
+def make_cfg(model_dir, data_dir, tmp_path, **over):
+    values = dict(model_name_or_path=str(model_dir), template="llama3", dataset="identity", dataset_dir=str(data_dir),
+                  output_dir=str(tmp_path / "out"), cutoff_len=128, max_samples=20, val_size=0.2,
+                  tokenized_path=str(tmp_path / "tokenized"))
+    values.update(over)
+    return parse_config("train", overrides={k: v for k, v in values.items() if v is not None})
+
+
+def prepare(cfg, tokenizer):
+    from tunery.data.template_select import resolve_template
+
+    return prepare_datasets(cfg, tokenizer, resolve_template(cfg, tokenizer))
+
+
+def test_save_then_reload_skips_loading(tiny_llama3_dir, tokenizer, data_dir, tmp_path):
+    cfg = make_cfg(tiny_llama3_dir, data_dir, tmp_path)
+    first = prepare(cfg, tokenizer)
+    saved = tmp_path / "tokenized"
+    assert not first.from_cache and (saved / "dataset_dict.json").is_file() and (saved / cache.META_FILE).is_file()
+    assert len(first.train) == 16 and len(first.eval) == 4
+    assert json.loads((saved / cache.META_FILE).read_text())["options"]["cutoff_len"] == 128
+
+    (data_dir / "identity.json").unlink()  # the second run must not read the data at all
+    second = prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path), tokenizer)
+    assert second.from_cache and second.train == first.train and second.eval == first.eval
+    assert second.placeholders == first.placeholders  # saved with the data
+
+    # LLaMA-Factory's workflow: later runs name only tokenized_path
+    only_path = make_cfg(tiny_llama3_dir, data_dir, tmp_path, dataset=None, val_size=None)
+    assert not only_path.dataset and prepare(only_path, tokenizer).train == first.train
+
+
+def test_overwrite_cache_and_changed_options(tiny_llama3_dir, tokenizer, data_dir, tmp_path):
+    first = prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path), tokenizer)
+    rows = json.loads((data_dir / "identity.json").read_text())
+    rows[0]["output"] = "Changed answer."
+    (data_dir / "identity.json").write_text(json.dumps(rows))
+    assert prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path), tokenizer).train == first.train  # reused
+    again = prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, overwrite_cache=True), tokenizer)
+    assert not again.from_cache and again.train != first.train
+
+    with pytest.raises(ConfigError, match=r"other options \(cutoff_len 128 → 64\).*overwrite_cache"):
+        prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, cutoff_len=64), tokenizer)
+
+
+def test_packed_rows_round_trip(tiny_llama3_dir, tokenizer, data_dir, tmp_path):
+    cfg = make_cfg(tiny_llama3_dir, data_dir, tmp_path, neat_packing=True, val_size=None)
+    first = prepare(cfg, tokenizer)
+    second = prepare(cfg, tokenizer)
+    assert second.from_cache and second.train == first.train and "position_ids" in second.train[0]
+    assert second.packing == first.packing and second.num_examples == 20
+    # a later run naming only tokenized_path must pack too (the rows need the packed collator)
+    with pytest.raises(ConfigError, match="holds packed sequences but packing is off"):
+        prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, dataset=None, val_size=None), tokenizer)
+
+
+def test_refuses_a_folder_with_other_files(tiny_llama3_dir, tokenizer, data_dir, tmp_path):
+    (tmp_path / "tokenized").mkdir()
+    (tmp_path / "tokenized" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="other files in it"):
+        prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path), tokenizer)
+    assert (tmp_path / "tokenized" / "notes.txt").exists()
+
+
+def test_workers_heuristic_and_parallel_encoding_is_identical(tiny_llama3_dir, tokenizer, shared_datasets, tmp_path):
+    assert _workers(None, 10_000) == 1 and _workers(2, 1500) == 1 and _workers(2, 2400) == min(2, _cpus())
+    cfg = make_cfg(tiny_llama3_dir, shared_datasets, tmp_path, dataset="alpaca_en_demo,identity", max_samples=None,
+                   val_size=None, tokenized_path=None, placeholders={"name": "T", "author": "A"})
+    from tunery.data.template_select import resolve_template
+
+    template = resolve_template(cfg, tokenizer)
+    records = load_records(cfg).train
+    assert len(records) == 1090
+    one = encode_records(cfg, records, template, tokenizer)
+    two = encode_dataset(records, "sft", template, tokenizer, cfg.cutoff_len, num_workers=2)  # a process pool
+    assert list(two) == list(one) and two.dropped == one.dropped
+
+
+def _cpus():
+    import os
+
+    return os.cpu_count() or 1
+
+
+def _write(data_dir, rows):
+    (data_dir / "identity.json").write_text(json.dumps(rows))
+
+
+def test_every_record_dropped_names_each_cause(tiny_llama3_dir, tokenizer, data_dir, tmp_path):
+    with pytest.raises(DataError, match=r"all dropped \(20 x encoding: nothing to train on after truncation\) — "
+                                        r"raise cutoff_len \(now 1\)"):
+        prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, cutoff_len=1, val_size=None, tokenized_path=None),
+                tokenizer)
+
+    rows = [{"instruction": "q", "input": "", "output": ""}] * 3 + [{"instruction": "q", "input": "", "output": "  "}]
+    rows += [{"instruction": "q", "input": "", "output": None}] * 2
+    _write(data_dir, rows)
+    with pytest.raises(DataError) as err:
+        prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, val_size=None, tokenized_path=None), tokenizer)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "identity: empty response" in message and "4 x" in message
+    assert "identity: no response" in message and "2 x" in message and "fill in the responses" in message
+
+
+def test_empty_responses_are_dropped_and_counted(tiny_llama3_dir, tokenizer, data_dir, tmp_path):
+    rows = json.loads((data_dir / "identity.json").read_text())[:6]
+    rows[1]["output"] = ""
+    _write(data_dir, rows)
+    prepared = prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, val_size=None, tokenized_path=None), tokenizer)
+    assert len(prepared.train) == 5 and prepared.dropped == {"identity: empty response": 1}
