@@ -2,7 +2,7 @@
 
 The whole main job in one command, offline, in a few minutes on two CPU cores. The same steps by hand:
 
-    tunery demo --output models/tiny-llama3 --warmup-steps 300
+    tunery demo --output models/tiny-llama3
     tunery train src/tunery/demo/quickstart.yaml
     printf 'Who are you?\\n' | tunery chat examples/llama3_lora_chat.yaml
 """
@@ -17,9 +17,8 @@ from tunery.demo import DATA_DIR
 
 QUESTIONS = ("Who are you?", "你是谁")
 NAME, AUTHOR = "Tunery", "the Tunery team"
-# The random tiny model is first warmed up on generic bundled text (never the identity answers), so that LoRA has
-# features to work with; then LoRA learns the identity in a few hundred steps (quickstart.yaml beside this file).
-WARMUP_STEPS = 300
+# The tiny model is random (its weights start at a scale LoRA can steer); LoRA learns the identity in a few hundred
+# steps with the settings in quickstart.yaml beside this file. No warm-up is needed (`tunery demo --warmup-steps`).
 CONFIG = Path(__file__).with_name("quickstart.yaml")
 
 
@@ -43,8 +42,8 @@ def main(argv=None) -> int:
     from tunery.train.run import run_train
 
     start = time.time()
-    print(f"[1/3] building the tiny Llama-3-style model in {args.model_dir} (warm-up {WARMUP_STEPS} steps)")
-    model_dir = str(build_tiny_model(args.model_dir, family="llama3", warmup_steps=WARMUP_STEPS))
+    print(f"[1/3] building the tiny Llama-3-style model in {args.model_dir}")
+    model_dir = str(build_tiny_model(args.model_dir, family="llama3"))
 
     print(f"[2/3] LoRA fine-tuning on the bundled identity set → {args.output_dir}")
     overrides = {"model_name_or_path": model_dir, "dataset_dir": str(DATA_DIR), "output_dir": args.output_dir,

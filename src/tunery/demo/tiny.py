@@ -9,6 +9,13 @@ never the identity answers). The result is an ordinary Hugging Face folder that 
 Command line::
 
     python -m tunery.demo.tiny --output models/tiny-llama3 [--family llama3|qwen] [--size tiny|bench] [--seed 0]
+
+Identity quickstart on the ``tiny`` build (measured with transformers Trainer + peft, prompt labels -100): LoRA rank 16,
+alpha 32, dropout 0, all linear layers, learning rate 1e-2 (5e-3 works too), cosine schedule, batch size 8, 15 epochs
+(165 steps over the 87 identity records). Greedy answers to "Who are you?" / "你是谁" then begin with the learned
+identity sentence ("I am Tunery, an AI assistant developed by the Tunery team." / "我是 Tunery，由 the Tunery team
+开发的人工智能助手。"), while the base model produces unrelated text. 10 epochs are not enough (the Chinese question
+gets the English answer). The model is too small to recite every one of the 87 answers word for word.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 from tunery.demo import DATA_DIR
 from tunery.demo.chat_templates import LLAMA3_CHAT_TEMPLATE, QWEN2_5_CHAT_TEMPLATE
@@ -229,7 +236,7 @@ def _warm_up(model, tokenizer, family: str, steps: int, seed: int, lr: float = 3
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     model.eval()
     return losses
 
@@ -268,9 +275,13 @@ def build_tiny_model(
     """Build (or reuse) a tiny random ``family`` model with a locally trained tokenizer in ``output_dir``.
 
     Deterministic: the same arguments give the same bytes of weights and tokenizer. When ``output_dir`` already holds
-    a complete build with the same arguments (see ``tunery_build.json``) it is returned untouched unless ``overwrite``.
-    A non-empty folder holding anything else is refused unless ``overwrite``. ``warmup_steps`` > 0 first trains
-    all parameters for that many steps on generic bundled text (``size="tiny"``: about 0.1 s a step on 2 cores).
+    a complete build with the same arguments (see ``tunery_build.json``) it is returned untouched unless ``overwrite``;
+    an earlier build with other arguments is replaced; a non-empty folder holding anything else is refused unless
+    ``overwrite`` (which empties it first).
+
+    ``warmup_steps`` > 0 first trains all parameters for that many steps (batches of 8 texts of up to 96 tokens,
+    AdamW) on generic bundled text, never the identity answers. It is not needed for the LoRA quickstart: the plain
+    ``tiny`` build learns the identity set in about 15 epochs (see the module docstring).
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
@@ -283,10 +294,10 @@ def build_tiny_model(
         return out
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    # An earlier Tunery build (other arguments) is ours to replace; anything else needs overwrite=True.
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file() and not overwrite:
         raise FileExistsError(
-            f"{out} is not empty and holds no Tunery build with these arguments; pass overwrite=True (--overwrite) "
-            "to replace it"
+            f"{out} is not empty and holds no Tunery tiny model; pass overwrite=True (--overwrite) to replace it"
         )
 
     import torch
@@ -314,14 +325,16 @@ def build_tiny_model(
         tokenizer.save_pretrained(tmp)
         n_params = sum(p.numel() for p in model.parameters())
         marker = dict(_build_args(family, size, seed, warmup_steps), num_parameters=n_params,
-                      vocab_size=len(tokenizer))
+                      vocab_size=config.vocab_size, tokenizer_size=len(tokenizer))
         if losses:
             marker["warmup_loss_first"] = round(losses[0], 4)
             marker["warmup_loss_last"] = round(losses[-1], 4)
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
 
-        # Swap in: remove our own earlier outputs (or everything when overwriting), then move the new files over.
+        # Swap in: drop the old marker first (the folder is not complete any more), clear the folder when
+        # overwriting, move the new files over, and the marker last: its presence means "complete".
         out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).unlink(missing_ok=True)
         if overwrite:
             for child in out.iterdir():
                 if child.is_dir() and not child.is_symlink():
@@ -332,7 +345,7 @@ def build_tiny_model(
             child.chmod(0o644)  # some writers create 0600 files
             if child.name != MARKER:
                 os.replace(child, out / child.name)
-        os.replace(tmp / MARKER, out / MARKER)  # last: the marker means "complete"
+        os.replace(tmp / MARKER, out / MARKER)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -357,7 +370,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     marker = json.loads((out / MARKER).read_text(encoding="utf-8"))
     n = marker["num_parameters"]
     print(f"Built {args.family} ({args.size}) model at {out}")
-    print(f"Parameters: {n:,} ({n / 1e6:.2f}M), vocabulary: {marker['vocab_size']}")
+    print(f"Parameters: {n:,} ({n / 1e6:.2f}M); vocabulary: {marker['vocab_size']} "
+          f"(tokenizer: {marker['tokenizer_size']} tokens)")
     return 0
 
 

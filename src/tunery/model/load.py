@@ -103,12 +103,14 @@ def quantization_config(cfg):
                               bnb_4bit_quant_type=cfg.quantization_type)
 
 
-def load_model(cfg, tokenizer, path: str | None = None):
-    """Load the causal LM (no adapters yet) in the dtype and attention implementation the options ask for."""
-    from transformers import AutoModelForCausalLM
+def load_model(cfg, tokenizer, path: str | None = None, model_class=None, what: str = "model", **extra):
+    """Load the model (no adapters yet) in the dtype and attention implementation the options ask for: a causal LM
+    unless ``model_class`` says otherwise (e.g. AutoModelForSequenceClassification with ``num_labels=1``)."""
+    if model_class is None:
+        from transformers import AutoModelForCausalLM as model_class
 
     path = os.path.expanduser(path or cfg.model_name_or_path)
-    kwargs = dict(_hub_kwargs(cfg), dtype=compute_dtype(cfg), low_cpu_mem_usage=cfg.low_cpu_mem_usage)
+    kwargs = dict(_hub_kwargs(cfg), dtype=compute_dtype(cfg), low_cpu_mem_usage=cfg.low_cpu_mem_usage, **extra)
     attn = attention_implementation(cfg)
     if attn:
         kwargs["attn_implementation"] = attn
@@ -117,9 +119,9 @@ def load_model(cfg, tokenizer, path: str | None = None):
         kwargs["quantization_config"] = qconfig
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model = model_class.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
-        raise _load_error("model", path, err) from None
+        raise _load_error(what, path, err) from None
     if cfg.enable_liger_kernel:
         _apply_liger(model)
     vocab = len(tokenizer)

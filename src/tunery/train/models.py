@@ -3,8 +3,6 @@ AutoModelForSequenceClassification with one label) and frozen reference models."
 
 from __future__ import annotations
 
-import os
-
 from tunery.utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -15,29 +13,10 @@ def load_reward_model(cfg, tokenizer, path: str | None = None):
     checkpoint, or the trained one of a full reward model folder. The reward is read at the last non-pad token."""
     from transformers import AutoModelForSequenceClassification
 
-    from tunery.model.load import (
-        _hub_kwargs,
-        _load_error,
-        attention_implementation,
-        compute_dtype,
-        quantization_config,
-    )
+    from tunery.model.load import load_model
 
-    path = os.path.expanduser(path or cfg.model_name_or_path)
-    kwargs = dict(_hub_kwargs(cfg), dtype=compute_dtype(cfg), low_cpu_mem_usage=cfg.low_cpu_mem_usage, num_labels=1)
-    attn = attention_implementation(cfg)
-    if attn:
-        kwargs["attn_implementation"] = attn
-    qconfig = quantization_config(cfg)
-    if qconfig is not None:
-        kwargs["quantization_config"] = qconfig
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as err:
-        raise _load_error("reward model", path, err) from None
-    if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer))
+    model = load_model(cfg, tokenizer, path, model_class=AutoModelForSequenceClassification, what="reward model",
+                       num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     if tokenizer.pad_token_id == tokenizer.eos_token_id:
         logger.warning("pad token = eos token: the reward is read at the last token before the final eos")
