@@ -50,3 +50,8 @@ def make_lora_adapter(base_dir: Path, out_dir: Path, seed: int = 0, rank: int = 
 def tiny_llama3_lora(tiny_llama3_dir, tmp_path_factory) -> Path:
     """A LoRA adapter for the tiny Llama-3 model (random, so base and tuned answers differ)."""
     return make_lora_adapter(tiny_llama3_dir, tmp_path_factory.mktemp("adapters") / "tiny-llama3-lora")
+
+
+def one_error_line(err: str) -> bool:
+    """A CLI error as users see it: exactly one `error:` line (log lines may precede it) and no traceback."""
+    return "Traceback" not in err and sum(line.startswith("error:") for line in err.splitlines()) == 1

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import one_error_line
 
 from tunery.cli import main
 from tunery.config import parse_config
@@ -74,7 +75,7 @@ def test_missing_model_folder(tmp_path, capsys):
     code = main(["train", "--model_name_or_path", str(tmp_path / "nope"), "--dataset", "x",
                  "--output_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1
+    assert code == 2 and one_error_line(err)
     assert "model_name_or_path" in err and "no such model folder" in err
 
 

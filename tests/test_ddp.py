@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import one_error_line
 
 from tunery.cli import main
 from tunery.demo import DATA_DIR
@@ -47,7 +48,7 @@ def test_missing_deepspeed_config_is_one_line(tiny_llama3_dir, tmp_path, capsys)
     code = main(["train", f"model_name_or_path={tiny_llama3_dir}", "dataset=identity", f"dataset_dir={DATA_DIR}",
                  f"output_dir={tmp_path}", "deepspeed=examples/deepspeed/ds_z9_config.json"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1
+    assert code == 2 and one_error_line(err)
     assert "deepspeed config file 'examples/deepspeed/ds_z9_config.json' does not exist" in err
 
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import one_error_line
 
 from tunery.cli import main
 from tunery.demo import DATA_DIR
@@ -142,7 +143,7 @@ def test_incomplete_resume_checkpoint_is_refused(tiny_llama3_dir, tmp_path, caps
     broken = _fake_checkpoint(tmp_path / "run", 3, '{"global_st')
     assert main(argv(tiny_llama3_dir, tmp_path / "new", resume_from_checkpoint=broken)) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "not a complete checkpoint" in err and "truncated" in err
+    assert one_error_line(err) and "not a complete checkpoint" in err and "truncated" in err
 
 
 def _other_model(tiny_llama3_dir: Path, folder: Path) -> Path:
@@ -175,7 +176,7 @@ def test_checkpoint_of_another_model_or_method_is_refused(tiny_llama3_dir, refer
     for expected, options in cases.items():
         assert main(argv(tiny_llama3_dir, reference, **dict({"max_steps": STEPS + 4}, **options))) == 2
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and expected in err, err
+        assert one_error_line(err) and expected in err, err
 
 
 def test_shapes_are_checked_after_loading(tiny_llama3_dir, reference, tmp_path):

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import one_error_line
 
 from tunery.cli import main
 from tunery.demo import DATA_DIR
@@ -183,7 +184,7 @@ def test_missing_metrics_extra_is_one_line(tiny_llama3_dir, sft_adapter, tmp_pat
     code = main(["train", "do_predict=true", f"model_name_or_path={tiny_llama3_dir}", "eval_dataset=identity",
                  f"dataset_dir={DATA_DIR}", "template=llama3", f"output_dir={tmp_path / 'p'}"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "tunery[metrics]" in err
+    assert code == 2 and one_error_line(err) and "tunery[metrics]" in err
 
 
 # -- bad input: one line, exit 2, before the model loads -------------------------------------------------------------
@@ -219,7 +220,7 @@ def test_bad_input_is_one_line(case, tiny_llama3_dir, shared_datasets, tmp_path,
     code = train(tiny_llama3_dir, tmp_path / "out", **options)
     err = capsys.readouterr().err.strip()
     assert code == 2, err
-    assert len(err.splitlines()) == 1 and expected in err, err
+    assert one_error_line(err) and expected in err, err
 
 
 def test_missing_report_to_package_is_one_line(tiny_llama3_dir, tmp_path, capsys):
