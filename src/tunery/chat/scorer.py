@@ -3,7 +3,8 @@
 Two layouts are read:
 * LLaMA-Factory's: a causal LM (+ LoRA adapters) with a value head saved as `value_head.safetensors`
   (`v_head.summary.weight` / `.bias`) in the last adapter folder or the model folder, or inside the model weights;
-* a transformers `*ForSequenceClassification` checkpoint with one label (TRL's RewardTrainer).
+* a transformers `*ForSequenceClassification` checkpoint with one label (Tunery's full/freeze `stage: rm`, TRL's
+  RewardTrainer), or a causal LM plus a LoRA adapter of task SEQ_CLS (Tunery's LoRA `stage: rm`).
 The score of a text is the head's value at its last token.
 """
 
@@ -33,6 +34,15 @@ def _is_sequence_classifier(path: str) -> bool:
     return any(a.endswith("ForSequenceClassification") for a in architectures)
 
 
+def _is_classifier_adapter(path: str) -> bool:
+    """A LoRA adapter trained by `tunery train --stage rm` (peft task SEQ_CLS, the score head saved with it)."""
+    config_file = os.path.join(os.path.expanduser(path), "adapter_config.json")
+    if not os.path.isfile(config_file):
+        return False
+    with open(config_file, encoding="utf-8") as fh:
+        return json.load(fh).get("task_type") == "SEQ_CLS"
+
+
 def _read_value_head(folders: list[str]) -> Optional[dict]:
     from safetensors import safe_open
 
@@ -59,19 +69,19 @@ class RewardEngine:
 
         from tunery.data.template_select import resolve_template
         from tunery.model.adapters import load_adapters
-        from tunery.model.load import compute_dtype, load_model, load_tokenizer
+        from tunery.model.load import load_model, load_tokenizer
 
         self.cfg = cfg
         self.tokenizer = load_tokenizer(cfg)
         self.template = resolve_template(cfg, self.tokenizer)
         adapters = list(cfg.adapter_name_or_path or [])
         self.head = None
-        if _is_sequence_classifier(cfg.model_name_or_path):
+        if _is_sequence_classifier(cfg.model_name_or_path) or (adapters and _is_classifier_adapter(adapters[-1])):
             from transformers import AutoModelForSequenceClassification
 
-            model = AutoModelForSequenceClassification.from_pretrained(
-                os.path.expanduser(cfg.model_name_or_path), dtype=compute_dtype(cfg),
-                trust_remote_code=cfg.trust_remote_code)
+            model = load_model(cfg, self.tokenizer, model_class=AutoModelForSequenceClassification,
+                               what="reward model", num_labels=1)
+            model.config.pad_token_id = self.tokenizer.pad_token_id
             if model.config.num_labels != 1:
                 raise TuneryError(f"'{cfg.model_name_or_path}' classifies into {model.config.num_labels} labels; a "
                                   "reward model has one score (num_labels: 1)")
