@@ -26,6 +26,30 @@ def _plain(history) -> list[dict]:
     return turns
 
 
+def stream_replies(engines: list, labels: list[str], system_text, max_new_tokens, temp, top, histories):
+    """Answer the last user turn of each history with its engine, streaming: yields (*histories, speed text)."""
+    import gradio as gr
+
+    histories = [list(h or []) for h in histories]
+    speeds: list[str] = []
+    for k, engine in enumerate(engines):
+        history = histories[k]
+        if not history or history[-1]["role"] != "user":
+            continue
+        try:
+            stream = engine.stream_chat(_plain(history), system=system_text or None,
+                                        max_new_tokens=int(max_new_tokens), temperature=float(temp),
+                                        top_p=float(top))
+        except TuneryError as err:
+            raise gr.Error(str(err)) from None
+        history.append({"role": "assistant", "content": ""})
+        for piece in stream:
+            history[-1] = {"role": "assistant", "content": history[-1]["content"] + piece}
+            yield (*histories, " · ".join(speeds))
+        speeds.append(f"{labels[k]}: {stream.completion_tokens} tokens, {stream.tokens_per_second:.1f} tokens/s")
+        yield (*histories, " · ".join(speeds))
+
+
 def build_demo(engines: list, labels: list[str], cfg, title: Optional[str] = None):
     """The Gradio Blocks app: one chat column per engine (two in compare mode)."""
     import gradio as gr
@@ -60,25 +84,7 @@ def build_demo(engines: list, labels: list[str], cfg, title: Optional[str] = Non
             return ("", *[list(h or []) + [{"role": "user", "content": message}] for h in histories])
 
         def respond(system_text, max_new_tokens, temp, top, *histories):
-            histories = [list(h or []) for h in histories]
-            speeds = []
-            for k, engine in enumerate(engines):
-                history = histories[k]
-                if not history or history[-1]["role"] != "user":
-                    continue
-                try:
-                    stream = engine.stream_chat(_plain(history), system=system_text or None,
-                                                max_new_tokens=int(max_new_tokens), temperature=float(temp),
-                                                top_p=float(top))
-                except TuneryError as err:
-                    raise gr.Error(str(err)) from None
-                history.append({"role": "assistant", "content": ""})
-                for piece in stream:
-                    history[-1] = {"role": "assistant", "content": history[-1]["content"] + piece}
-                    yield (*histories, " · ".join(speeds))
-                speeds.append(f"{labels[k]}: {stream.completion_tokens} tokens, "
-                              f"{stream.tokens_per_second:.1f} tokens/s")
-                yield (*histories, " · ".join(speeds))
+            yield from stream_replies(engines, labels, system_text, max_new_tokens, temp, top, histories)
 
         inputs = [query, *bots]
         for trigger in (query.submit, send.click):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import os
 
-from tunery.chat.webchat import _plain
+from tunery.chat.webchat import stream_replies
 from tunery.errors import TuneryError
 from tunery.webui import fields as F
 from tunery.webui.board import Board, Form, top_overrides
@@ -113,25 +113,8 @@ def build(board: Board, lang: str = "en") -> dict:
                       for k, h in enumerate(histories)])
 
     def respond(system_text, max_new_tokens, temp, top, *histories):
-        histories = [list(h or []) for h in histories]
-        engines, labels = board.chat["engines"], board.chat["labels"]
-        speeds = []
-        for k, engine in enumerate(engines):
-            history = histories[k]
-            if not history or history[-1]["role"] != "user":
-                continue
-            try:
-                stream = engine.stream_chat(_plain(history), system=system_text or None,
-                                            max_new_tokens=int(max_new_tokens), temperature=float(temp),
-                                            top_p=float(top))
-            except TuneryError as err:
-                raise gr.Error(str(err)) from None
-            history.append({"role": "assistant", "content": ""})
-            for piece in stream:
-                history[-1] = {"role": "assistant", "content": history[-1]["content"] + piece}
-                yield (*histories, " · ".join(speeds))
-            speeds.append(f"{labels[k]}: {stream.completion_tokens} tokens, {stream.tokens_per_second:.1f} tokens/s")
-            yield (*histories, " · ".join(speeds))
+        yield from stream_replies(board.chat["engines"], board.chat["labels"], system_text, max_new_tokens, temp, top,
+                                  histories)
 
     for trigger in (query.submit, send.click):
         trigger(add_user, [query, *bots], [query, *bots], queue=False).then(
