@@ -1,0 +1,285 @@
+"""Training throughput: `tunery train` and LLaMA-Factory's `llamafactory-cli train` on the same YAML, side by side.
+
+Each run is its own process (Tunery under /usr/bin/time -v, LLaMA-Factory through ../shared/bench/llamafactory/run.sh,
+which does the same), watched by benchmarks.common.Monitor. Variants run in turn and the whole round repeats, so that
+Tunery and LLaMA-Factory alternate on a shared machine. Figures per run:
+
+* samples/s       transformers' train_samples_per_second (optimizer steps × batch × grad-accum ÷ train_runtime;
+                  with packing a "sample" is a packed row, see examples/s)
+* tokens/s        non-pad input tokens (num_input_tokens_seen) ÷ train_runtime
+* examples/s      samples/s; for packing and group_by_length: tokens/s ÷ the mean tokens of one example in the
+                  random-order runs (a packed row holds several examples; a short group_by_length run sees the
+                  longest examples first), so that all variants compare
+* steady s/step   wall seconds per optimizer step from the first to the last logged step (no start-up, no eval)
+* CPU s/step      CPU seconds of the whole process tree per step over the same span (less sensitive to other load)
+* peak RSS        maximum resident set of the training process (GNU time)
+* first step      process start → first trainer_log.jsonl line (logging_steps 1): start-up + data + model + 1 step
+* train / eval loss  mean training loss; eval_loss on the val_size split after training
+
+    python benchmarks/train_throughput.py                       # tunery vs llamafactory, 2 rounds
+    python benchmarks/train_throughput.py --variants all --repeats 1 --max-steps 20
+    python benchmarks/train_throughput.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+CONFIG = common.CONFIGS / "sft_lora_bench.yaml"
+
+# name: (tool, YAML overrides, extra environment, what it shows)
+VARIANTS: dict[str, tuple[str, dict, dict, str]] = {
+    "tunery": ("tunery", {}, {}, "Tunery defaults (no gradient checkpointing, pad to the batch's longest)"),
+    "llamafactory": ("lf", {}, {}, "LLaMA-Factory defaults (gradient checkpointing on)"),
+    "tunery+group_by_length": ("tunery", {"train_sampling_strategy": "group_by_length"}, {},
+                               "batches of similar lengths (transformers 5: train_sampling_strategy)"),
+    "llamafactory+group_by_length": ("lf", {"train_sampling_strategy": "group_by_length"}, {}, "same, LF"),
+    "tunery+packing": ("tunery", {"packing": "true"}, {}, "examples packed into cutoff_len rows"),
+    "llamafactory+packing": ("lf", {"packing": "true"}, {}, "same, LF"),
+    "tunery+gradient_checkpointing": ("tunery", {"gradient_checkpointing": "true"}, {},
+                                      "what LF does by default: less memory, more compute"),
+    "llamafactory-gradient_checkpointing": ("lf", {"disable_gradient_checkpointing": "true"}, {},
+                                            "LF with checkpointing off, like Tunery's default"),
+    "tunery+1thread": ("tunery", {}, {"OMP_NUM_THREADS": "1"}, "torch intra-op threads = 1"),
+    "llamafactory+1thread": ("lf", {}, {"OMP_NUM_THREADS": "1"}, "same, LF"),
+    "tunery+malloc_mmap_1MiB": ("tunery", {}, {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)},
+                                "glibc: tensors ≥ 1 MiB always mmapped, freed back to the OS at once"),
+    "tunery+malloc_mmap_4MiB": ("tunery", {}, {"MALLOC_MMAP_THRESHOLD_": str(4 << 20)}, "same, ≥ 4 MiB"),
+    "tunery+recommended": ("tunery", {"train_sampling_strategy": "group_by_length"},
+                           {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)},
+                           "the proposed defaults: group_by_length + glibc mmap threshold 1 MiB"),
+    "tunery+eager": ("tunery", {"flash_attn": "disabled"}, {}, "eager attention instead of SDPA"),
+    "tunery+dataloader_workers": ("tunery", {"dataloader_num_workers": "1", "dataloader_persistent_workers": "true"},
+                                  {}, "collate in a worker process"),
+}
+DEFAULT_VARIANTS = ["tunery", "llamafactory"]
+SUITE_VARIANTS = ["tunery", "llamafactory", "tunery+group_by_length", "tunery+packing", "tunery+1thread",
+                  "llamafactory+1thread"]
+
+
+def packing_ready() -> bool:
+    """Tunery's `packing: true` is wired in (the other helper's packing.py exists and the SFT recipe uses it)."""
+    src = common.REPO / "src" / "tunery"
+    if not (src / "data" / "packing.py").exists():
+        return False
+
+    def has(path: Path, word: str) -> bool:
+        return path.exists() and word in path.read_text(encoding="utf-8")
+
+    return has(src / "data" / "dataset.py", "pack_examples") and has(src / "train" / "sft.py", "build_collator")
+
+
+def _yaml() -> dict:
+    import yaml
+
+    return yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def run_one(variant: str, max_steps: int, round_no: int, timeout: float, extra: dict | None = None) -> dict:
+    tool, overrides, env_extra, _ = VARIANTS[variant]
+    overrides = {**(extra or {}), **overrides}
+    safe = variant.replace("+", "_").replace("-", "_")
+    out = common.fresh_dir(common.WORK / "train" / f"{safe}_r{round_no}")
+    run_dir = out / "run"  # the tool's output_dir; out/ keeps the log and GNU time's report
+    pairs = {**overrides, "max_steps": str(max_steps), "output_dir": str(run_dir)}
+    kv = [f"{k}={v}" for k, v in pairs.items()]
+    env = common.bench_env(env_extra)
+    if tool == "tunery":
+        cmd = [common.TIME_BIN, "-v", "-o", str(out / "time.txt"), *common.tunery_cmd(), "train", str(CONFIG), *kv]
+    else:
+        env["LF_VENV"] = str(common.LF_VENV)
+        cmd = ["bash", str(common.LF_DIR / "run.sh"), str(CONFIG), *kv]
+    load_before = common.load_avg()
+    mon = common.Monitor(cmd, log_file=run_dir / "trainer_log.jsonl", env=env, stdout_path=out / "log.txt")
+    mon.run(timeout=timeout)
+    res = {"variant": variant, "tool": tool, "round": round_no, "returncode": mon.returncode,
+           "load_avg_before": load_before, "load_avg_after": common.load_avg(), "log": str(out / "log.txt")}
+    if mon.returncode != 0:
+        tail = (out / "log.txt").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+        res["error"] = " | ".join(tail)
+        return res
+    if tool == "tunery":
+        res.update(common.parse_time_v(out / "time.txt"))
+    else:
+        lines = (out / "log.txt").read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        lf = json.loads(lines[-1])
+        res.update({k: lf.get(k) for k in ("wall_s", "peak_rss_mib", "import_s", "preprocess_s", "load_model_s")})
+    res["tree_cpu_s"] = round(mon.cpu_s, 1)
+    res["peak_tree_rss_mib"] = round(mon.peak_tree_rss_mib, 1)
+    allr = _read_json(run_dir / "all_results.json")
+    state = _read_json(run_dir / "trainer_state.json")
+    runtime = allr.get("train_runtime")
+    tokens = allr.get("num_input_tokens_seen") or state.get("num_input_tokens_seen")
+    res.update({
+        "train_runtime_s": runtime, "samples_per_s": allr.get("train_samples_per_second"),
+        "tokens_seen": tokens, "tokens_per_s": round(tokens / runtime, 1) if tokens and runtime else None,
+        "train_loss": allr.get("train_loss"), "eval_loss": allr.get("eval_loss"), "steps": state.get("global_step"),
+    })
+    steps = [ln for ln in mon.lines if ln["row"].get("loss") is not None and ln["row"].get("current_steps")]
+    res["timeline"] = [[ln["row"]["current_steps"], round(ln["wall"], 2), round(ln["cpu"], 1)] for ln in steps]
+    if steps:
+        res["first_step_s"] = round(steps[0]["wall"], 2)
+        res["last_loss"] = steps[-1]["row"]["loss"]
+    if len(steps) >= 2:
+        n = steps[-1]["row"]["current_steps"] - steps[0]["row"]["current_steps"]
+        if n > 0:
+            res["steady_step_s"] = round((steps[-1]["wall"] - steps[0]["wall"]) / n, 3)
+            res["cpu_s_per_step"] = round((steps[-1]["cpu"] - steps[0]["cpu"]) / n, 3)
+    return res
+
+
+def _reorders(variant: str) -> bool:
+    """Variants whose optimizer steps hold other examples than random batches do: packing (a row holds several),
+    group_by_length (a short run sees the longest examples first). Their examples/s is tokens/s ÷ the mean tokens of
+    one example in the random-order runs."""
+    return "packing" in variant or "group_by_length" in variant
+
+
+def summarize(runs: list[dict], batch: int) -> dict:
+    """Median (and spread) per variant; examples/s; ratios of each variant to Tunery's and LF's defaults."""
+    by: dict[str, list[dict]] = {}
+    for r in runs:
+        if r.get("returncode") == 0:
+            by.setdefault(r["variant"], []).append(r)
+    # Mean tokens of one unpacked example, per tool (from its unpacked runs): converts tokens/s to examples/s.
+    per_example = {}
+    for r in runs:
+        if r.get("tokens_seen") and r.get("steps") and not _reorders(r["variant"]):
+            per_example.setdefault(r["tool"], []).append(r["tokens_seen"] / (r["steps"] * batch))
+    mean_tokens = {t: sum(v) / len(v) for t, v in per_example.items()}
+    mean_all = sum(mean_tokens.values()) / len(mean_tokens) if mean_tokens else None
+    rows = {}
+    keys = ("samples_per_s", "tokens_per_s", "steady_step_s", "cpu_s_per_step", "peak_rss_mib", "first_step_s",
+            "train_loss", "eval_loss", "wall_s", "train_runtime_s")
+    for variant, rs in by.items():
+        row = {k: [r.get(k) for r in rs] for k in keys}
+        row["examples_per_s"] = [(r["tokens_per_s"] / mean_all) if (r.get("tokens_per_s") and mean_all) else None
+                                 for r in rs] if _reorders(variant) else row["samples_per_s"]
+        row["steady_samples_per_s"] = [batch / r["steady_step_s"] if r.get("steady_step_s") else None for r in rs]
+        rows[variant] = {"n": len(rs), "values": row,
+                         "median": {k: common.median(v) for k, v in row.items()}}
+    ratios = {}
+    base_t, base_lf = rows.get("tunery"), rows.get("llamafactory")
+    for variant, row in rows.items():
+        for base_name, base in (("tunery", base_t), ("llamafactory", base_lf)):
+            if base is None or variant == base_name:
+                continue
+            ratios.setdefault(variant, {})[base_name] = {
+                k: common.ratio(row["median"][k], base["median"][k])
+                for k in ("examples_per_s", "tokens_per_s", "steady_samples_per_s", "cpu_s_per_step", "peak_rss_mib",
+                          "first_step_s")}
+            ratios[variant][base_name]["eval_loss_diff"] = (
+                round(row["median"]["eval_loss"] - base["median"]["eval_loss"], 4)
+                if row["median"]["eval_loss"] is not None and base["median"]["eval_loss"] is not None else None)
+    return {"rows": rows, "ratios": ratios, "mean_tokens_per_example": mean_tokens}
+
+
+def to_markdown(data: dict) -> str:
+    summary = data["summary"]
+    intro = (f"Config `{data['config']}` with max_steps={data['max_steps']} (batch {data['batch']} per optimizer "
+             f"step), {data['repeats']} round(s) of tunery/llamafactory defaults, "
+             f"{data.get('lever_repeats', data['repeats'])} of the other variants, alternating within each round"
+             f"{' (overrides: ' + str(data['overrides']) + ')' if data.get('overrides') else ''}. "
+             "Median (min–max) over rounds.")
+    out = [intro, ""]
+    headers = ["variant", "runs", "examples/s", "tokens/s", "steady examples/s", "CPU s/step", "peak RSS MiB",
+               "first step s", "train loss", "eval loss", "wall s"]
+    rows = []
+    for variant, row in summary["rows"].items():
+        v = row["values"]
+        rows.append([variant, str(row["n"]), common.spread(v["examples_per_s"]), common.spread(v["tokens_per_s"]),
+                     common.spread(v["steady_samples_per_s"]), common.spread(v["cpu_s_per_step"]),
+                     common.spread(v["peak_rss_mib"]), common.spread(v["first_step_s"]),
+                     common.spread(v["train_loss"]), common.spread(v["eval_loss"]), common.spread(v["wall_s"])])
+    out.append(common.markdown_table(headers, rows))
+    if summary["ratios"]:
+        out += ["", "Ratios of medians (variant ÷ base; CPU s/step and RSS: lower is better; eval loss: difference):",
+                ""]
+        rrows = []
+        for variant, bases in summary["ratios"].items():
+            for base, r in bases.items():
+                rrows.append([variant, base, r["examples_per_s"], r["tokens_per_s"], r["steady_samples_per_s"],
+                              r["cpu_s_per_step"], r["peak_rss_mib"], r["first_step_s"], r["eval_loss_diff"]])
+        out.append(common.markdown_table(["variant", "vs", "examples/s", "tokens/s", "steady ex/s", "CPU s/step",
+                                          "peak RSS", "first step", "Δ eval loss"], rrows))
+    failed = [r for r in data["runs"] if r.get("returncode") != 0]
+    for r in failed:
+        out.append(f"\n- {r['variant']} round {r['round']} failed (rc={r['returncode']}): {r.get('error', '')}")
+    for name, why in data.get("skipped", {}).items():
+        out.append(f"\n- {name}: not run — {why}")
+    loads = [r.get("load_avg_before") for r in data["runs"]]
+    if loads:
+        out.append(f"\n1-minute load average before the runs: {common.spread(loads)} (on {data['cores']} cores).")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help="comma-separated names from --list, 'suite' (run_all's set) or 'all'")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="rounds; tunery and llamafactory (the defaults) run in every round (default 2)")
+    parser.add_argument("--lever-repeats", type=int, default=1,
+                        help="rounds in which the other variants run too (default 1)")
+    parser.add_argument("--max-steps", type=int, default=None, help="override the YAML's max_steps")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra YAML override for every run (e.g. val_size=16 for a quick try)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds before a run is killed")
+    parser.add_argument("--json", help="write all runs and the summary to this file")
+    parser.add_argument("--list", action="store_true", help="list the variants and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, (tool, over, env, why) in VARIANTS.items():
+            print(f"{name:38s} {why}  {over or ''} {env or ''}")
+        return 0
+    names = {"all": list(VARIANTS), "suite": SUITE_VARIANTS}.get(args.variants, args.variants.split(","))
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; see --list")
+    skipped = {}
+    if not common.lf_available():
+        skipped.update({n: f"LLaMA-Factory venv missing at {common.LF_VENV} (bash {common.LF_DIR}/setup.sh)"
+                        for n in names if VARIANTS[n][0] == "lf"})
+    if not packing_ready():
+        skipped.update({n: "pending: Tunery's packing (src/tunery/data/packing.py used by the SFT recipe) is not "
+                           "wired in yet" for n in names if n == "tunery+packing"})
+    names = [n for n in names if n not in skipped]
+    common.ensure_bench_model()
+    cfg = _yaml()
+    max_steps = args.max_steps or cfg["max_steps"]
+    batch = cfg["per_device_train_batch_size"] * cfg["gradient_accumulation_steps"]
+    extra = dict(kv.split("=", 1) for kv in args.set)
+    runs = []
+    for round_no in range(1, args.repeats + 1):
+        for name in names:
+            if name not in DEFAULT_VARIANTS and round_no > args.lever_repeats:
+                continue
+            print(f"[train] round {round_no}/{args.repeats}: {name} ...", file=sys.stderr, flush=True)
+            res = run_one(name, max_steps, round_no, args.timeout, extra)
+            runs.append(res)
+            print(json.dumps(res), flush=True)
+    data = {"config": str(CONFIG.relative_to(common.REPO)), "max_steps": max_steps, "batch": batch,
+            "repeats": args.repeats, "lever_repeats": args.lever_repeats, "overrides": extra,
+            "cores": common.machine_info()["cores"], "runs": runs, "skipped": skipped}
+    data["summary"] = summarize(runs, batch)
+    common.write_json(args.json, data)
+    print(to_markdown(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
