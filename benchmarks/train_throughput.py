@@ -149,6 +149,14 @@ def _reorders(variant: str) -> bool:
     return "packing" in variant or "group_by_length" in variant
 
 
+def _best(key: str, values: list):
+    """The least disturbed run's figure: the highest rate, the lowest time or memory (None when none)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return max(values) if key.endswith("_per_s") else min(values)
+
+
 def summarize(runs: list[dict], batch: int) -> dict:
     """Median (and spread) per variant; examples/s; ratios of each variant to Tunery's and LF's defaults."""
     by: dict[str, list[dict]] = {}
@@ -171,7 +179,8 @@ def summarize(runs: list[dict], batch: int) -> dict:
                                  for r in rs] if _reorders(variant) else row["samples_per_s"]
         row["steady_samples_per_s"] = [batch / r["steady_step_s"] if r.get("steady_step_s") else None for r in rs]
         rows[variant] = {"n": len(rs), "values": row,
-                         "median": {k: common.median(v) for k, v in row.items()}}
+                         "median": {k: common.median(v) for k, v in row.items()},
+                         "best": {k: _best(k, v) for k, v in row.items()}}
     ratios = {}
     base_t, base_lf = rows.get("tunery"), rows.get("llamafactory")
     for variant, row in rows.items():
@@ -182,6 +191,8 @@ def summarize(runs: list[dict], batch: int) -> dict:
                 k: common.ratio(row["median"][k], base["median"][k])
                 for k in ("examples_per_s", "tokens_per_s", "steady_samples_per_s", "cpu_s_per_step", "peak_rss_mib",
                           "first_step_s")}
+            ratios[variant][base_name]["best_examples_per_s"] = common.ratio(row["best"]["examples_per_s"],
+                                                                             base["best"]["examples_per_s"])
             ratios[variant][base_name]["eval_loss_diff"] = (
                 round(row["median"]["eval_loss"] - base["median"]["eval_loss"], 4)
                 if row["median"]["eval_loss"] is not None and base["median"]["eval_loss"] is not None else None)
@@ -212,9 +223,9 @@ def to_markdown(data: dict) -> str:
         rrows = []
         for variant, bases in summary["ratios"].items():
             for base, r in bases.items():
-                rrows.append([variant, base, r["examples_per_s"], r["tokens_per_s"], r["steady_samples_per_s"],
+                rrows.append([variant, base, r["examples_per_s"], r.get("best_examples_per_s"), r["tokens_per_s"],
                               r["cpu_s_per_step"], r["peak_rss_mib"], r["first_step_s"], r["eval_loss_diff"]])
-        out.append(common.markdown_table(["variant", "vs", "examples/s", "tokens/s", "steady ex/s", "CPU s/step",
+        out.append(common.markdown_table(["variant", "vs", "examples/s", "best examples/s", "tokens/s", "CPU s/step",
                                           "peak RSS", "first step", "Δ eval loss"], rrows))
     failed = [r for r in data["runs"] if r.get("returncode") != 0]
     for r in failed:
