@@ -36,44 +36,32 @@ CONFIG = common.CONFIGS / "sft_lora_bench.yaml"
 
 # name: (tool, YAML overrides, extra environment, what it shows)
 VARIANTS: dict[str, tuple[str, dict, dict, str]] = {
-    "tunery": ("tunery", {}, {}, "Tunery defaults (no gradient checkpointing, pad to the batch's longest)"),
+    "tunery": ("tunery", {}, {}, "Tunery defaults (padding-free batches, no gradient checkpointing, glibc mmap "
+                                 "threshold 1 MiB)"),
     "llamafactory": ("lf", {}, {}, "LLaMA-Factory defaults (gradient checkpointing on)"),
+    "tunery-padding_free": ("tunery", {"padding_free": "false"}, {}, "batches padded to their longest example"),
+    "tunery-mmap_threshold": ("tunery", {"malloc_mmap_threshold_mb": "0"}, {},
+                              "glibc's own adaptive mmap threshold (heap fragmentation grows RSS)"),
+    "tunery+mmap_4MiB": ("tunery", {"malloc_mmap_threshold_mb": "4"}, {}, "mmap threshold 4 MiB"),
     "tunery+group_by_length": ("tunery", {"train_sampling_strategy": "group_by_length"}, {},
                                "batches of similar lengths (transformers 5: train_sampling_strategy)"),
     "llamafactory+group_by_length": ("lf", {"train_sampling_strategy": "group_by_length"}, {}, "same, LF"),
-    "tunery+packing": ("tunery", {"packing": "true"}, {}, "examples packed into cutoff_len rows"),
+    "tunery+packing": ("tunery", {"packing": "true"}, {}, "examples packed into cutoff_len rows (they see each other)"),
     "llamafactory+packing": ("lf", {"packing": "true"}, {}, "same, LF"),
+    "tunery+neat_packing": ("tunery", {"neat_packing": "true"}, {}, "packed rows, examples kept apart"),
     "tunery+gradient_checkpointing": ("tunery", {"gradient_checkpointing": "true"}, {},
                                       "what LF does by default: less memory, more compute"),
     "llamafactory-gradient_checkpointing": ("lf", {"disable_gradient_checkpointing": "true"}, {},
-                                            "LF with checkpointing off, like Tunery's default"),
+                                            "LF with checkpointing off"),
     "tunery+1thread": ("tunery", {}, {"OMP_NUM_THREADS": "1"}, "torch intra-op threads = 1"),
     "llamafactory+1thread": ("lf", {}, {"OMP_NUM_THREADS": "1"}, "same, LF"),
-    "tunery+malloc_mmap_1MiB": ("tunery", {}, {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)},
-                                "glibc: tensors ≥ 1 MiB always mmapped, freed back to the OS at once"),
-    "tunery+malloc_mmap_4MiB": ("tunery", {}, {"MALLOC_MMAP_THRESHOLD_": str(4 << 20)}, "same, ≥ 4 MiB"),
-    "tunery+recommended": ("tunery", {"train_sampling_strategy": "group_by_length"},
-                           {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)},
-                           "the proposed defaults: group_by_length + glibc mmap threshold 1 MiB"),
     "tunery+eager": ("tunery", {"flash_attn": "disabled"}, {}, "eager attention instead of SDPA"),
     "tunery+dataloader_workers": ("tunery", {"dataloader_num_workers": "1", "dataloader_persistent_workers": "true"},
                                   {}, "collate in a worker process"),
 }
 DEFAULT_VARIANTS = ["tunery", "llamafactory"]
-SUITE_VARIANTS = ["tunery", "llamafactory", "tunery+group_by_length", "tunery+packing", "tunery+1thread",
-                  "llamafactory+1thread"]
-
-
-def packing_ready() -> bool:
-    """Tunery's `packing: true` is wired in (the other helper's packing.py exists and the SFT recipe uses it)."""
-    src = common.REPO / "src" / "tunery"
-    if not (src / "data" / "packing.py").exists():
-        return False
-
-    def has(path: Path, word: str) -> bool:
-        return path.exists() and word in path.read_text(encoding="utf-8")
-
-    return has(src / "data" / "dataset.py", "pack_examples") and has(src / "train" / "sft.py", "build_collator")
+SUITE_VARIANTS = ["tunery", "llamafactory", "tunery-padding_free", "tunery-mmap_threshold",
+                  "tunery+gradient_checkpointing", "llamafactory-gradient_checkpointing", "tunery+neat_packing"]
 
 
 def _yaml() -> dict:
@@ -202,10 +190,9 @@ def summarize(runs: list[dict], batch: int) -> dict:
 def to_markdown(data: dict) -> str:
     summary = data["summary"]
     intro = (f"Config `{data['config']}` with max_steps={data['max_steps']} (batch {data['batch']} per optimizer "
-             f"step), {data['repeats']} round(s) of tunery/llamafactory defaults, "
-             f"{data.get('lever_repeats', data['repeats'])} of the other variants, alternating within each round"
-             f"{' (overrides: ' + str(data['overrides']) + ')' if data.get('overrides') else ''}. "
-             "Median (min–max) over rounds.")
+             f"step){', overrides ' + str(data['overrides']) if data.get('overrides') else ''}. Each process runs "
+             "alone, the variants one after another and the rounds repeated (tunery and llamafactory defaults in "
+             "every round, the other variants in fewer: column runs). Median (min–max) over the runs.")
     out = [intro, ""]
     headers = ["variant", "runs", "examples/s", "tokens/s", "steady examples/s", "CPU s/step", "peak RSS MiB",
                "first step s", "train loss", "eval loss", "wall s"]
@@ -251,6 +238,8 @@ def main(argv=None) -> int:
                         help="extra YAML override for every run (e.g. val_size=16 for a quick try)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds before a run is killed")
     parser.add_argument("--json", help="write all runs and the summary to this file")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the runs already in --json (same max_steps and overrides) and summarize all")
     parser.add_argument("--list", action="store_true", help="list the variants and exit")
     args = parser.parse_args(argv)
     if args.list:
@@ -265,9 +254,6 @@ def main(argv=None) -> int:
     if not common.lf_available():
         skipped.update({n: f"LLaMA-Factory venv missing at {common.LF_VENV} (bash {common.LF_DIR}/setup.sh)"
                         for n in names if VARIANTS[n][0] == "lf"})
-    if not packing_ready():
-        skipped.update({n: "pending: Tunery's packing (src/tunery/data/packing.py used by the SFT recipe) is not "
-                           "wired in yet" for n in names if n == "tunery+packing"})
     names = [n for n in names if n not in skipped]
     common.ensure_bench_model()
     cfg = _yaml()
@@ -275,16 +261,29 @@ def main(argv=None) -> int:
     batch = cfg["per_device_train_batch_size"] * cfg["gradient_accumulation_steps"]
     extra = dict(kv.split("=", 1) for kv in args.set)
     runs = []
+    if args.append and args.json and Path(args.json).exists():
+        old = json.loads(Path(args.json).read_text(encoding="utf-8"))
+        if old.get("max_steps") != max_steps or old.get("overrides") != extra:
+            parser.error(f"--append: {args.json} holds runs with max_steps={old.get('max_steps')} and overrides "
+                         f"{old.get('overrides')}; use the same settings or another file")
+        runs = old["runs"]
+        skipped = {**old.get("skipped", {}), **skipped}
+    done = {}
+    for r in runs:
+        done[r["variant"]] = max(done.get(r["variant"], 0), r["round"])
     for round_no in range(1, args.repeats + 1):
         for name in names:
             if name not in DEFAULT_VARIANTS and round_no > args.lever_repeats:
                 continue
             print(f"[train] round {round_no}/{args.repeats}: {name} ...", file=sys.stderr, flush=True)
-            res = run_one(name, max_steps, round_no, args.timeout, extra)
+            res = run_one(name, max_steps, done.get(name, 0) + round_no, args.timeout, extra)
             runs.append(res)
             print(json.dumps(res), flush=True)
+    rounds = max([r["round"] for r in runs] or [0])
+    ran = {r["variant"] for r in runs if r.get("returncode") == 0}
+    skipped = {k: v for k, v in skipped.items() if k not in ran}
     data = {"config": str(CONFIG.relative_to(common.REPO)), "max_steps": max_steps, "batch": batch,
-            "repeats": args.repeats, "lever_repeats": args.lever_repeats, "overrides": extra,
+            "repeats": max(args.repeats, rounds), "lever_repeats": args.lever_repeats, "overrides": extra,
             "cores": common.machine_info()["cores"], "runs": runs, "skipped": skipped}
     data["summary"] = summarize(runs, batch)
     common.write_json(args.json, data)

@@ -245,3 +245,33 @@ def test_encode_dataset_parallel_matches_serial(tok):
     parallel = encode_dataset(records, "sft", template, tok, cutoff_len=24, num_workers=2, chunk_size=7)
     assert list(parallel) == list(serial)
     assert parallel.dropped == serial.dropped
+
+
+@pytest.mark.parametrize("stage", ["sft", "rm", "ppo"])
+def test_batched_tokenization_equals_one_text_at_a_time(tok, stage):
+    """encode_dataset tokenizes each chunk's texts in one batched call; the examples are those of encoding every
+    record alone (no prefetch), invalid records included."""
+    from tunery.data.templates.template import batch_text_encoder, prefetched, text_encoder
+
+    template = get_template("qwen")  # Token elements, a default system prompt, multi-turn
+    records = [rec(f"问题 {i}：" + "多轮对话" * (i % 5), f"answer {i} " * (i % 7), "next", f"结束 {i}")
+               for i in range(40)]
+    records[3] = AlignedRecord(prompt=[user("q"), bot("a")], response=[bot("b")], source="d[3]")  # invalid
+    if stage == "rm":
+        records = [AlignedRecord(prompt=r.prompt, response=[r.response[0], bot("worse")], source=r.source)
+                   for r in records]
+    batched = encode_dataset(records, stage, template, tok, cutoff_len=40, chunk_size=16)
+    encoder = {"sft": encode_supervised, "rm": encode_pairwise, "ppo": encode_unsupervised}[stage]
+    alone = []
+    for r in records:
+        try:
+            alone.append(encoder(r, template, tok, 40))
+        except Exception:
+            continue
+    assert list(batched) == alone and len(alone) == 39
+
+    texts = ["héllo wörld", "  two  spaces", "中文", ""]
+    assert batch_text_encoder(tok)(texts) == [text_encoder(tok)(t) for t in texts]
+    with prefetched(tok, texts[:2]):
+        assert text_encoder(tok)("中文") == tok.encode("中文", add_special_tokens=False)  # not prefetched: encoded
+        assert text_encoder(tok)(texts[0]) == tok.encode(texts[0], add_special_tokens=False)

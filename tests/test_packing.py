@@ -137,3 +137,90 @@ def test_trainer_runs_on_packed_batches(tiny_llama3_dir, tokenizer, tmp_path):
                              data_collator=build_collator(cfg, tokenizer, model=model))
     result = trainer.train()
     assert result.global_step == 2 and result.training_loss > 0
+
+
+# ---------------------------------------------------------------- padding-free batches
+def test_padding_free_options(tiny_llama3_dir, tmp_path):
+    collator = build_collator(cfg_for(tiny_llama3_dir, tmp_path, padding_free=True), _Tok())
+    assert isinstance(collator, PackedCollator) and collator.flatten
+    with pytest.raises(ConfigError, match="padding_free.*sft only"):
+        cfg_for(tiny_llama3_dir, tmp_path, padding_free=True, stage="rm")
+    with pytest.raises(ConfigError, match="neat_packing: true or remove padding_free"):
+        cfg_for(tiny_llama3_dir, tmp_path, padding_free=True, packing=True)
+    assert build_collator(cfg_for(tiny_llama3_dir, tmp_path, padding_free=True, neat_packing=True), _Tok()).flatten
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_padding_free_loss_equals_padded_loss(tiny_llama3_dir, tokenizer, tmp_path, attn):
+    from transformers import AutoModelForCausalLM
+
+    cfg = cfg_for(tiny_llama3_dir, tmp_path, train_on_prompt=True, flash_attn="disabled" if attn == "eager" else attn)
+    examples = list(_prepared(cfg, tokenizer).train)
+    assert len({len(e["input_ids"]) for e in examples}) > 1  # padding is needed for a plain batch
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama3_dir, attn_implementation=attn).eval()
+    padded = build_collator(cfg, tokenizer)(examples)
+    padded_sum, padded_n = _token_loss_sum(model, padded)
+
+    flat = build_collator(cfg_for(tiny_llama3_dir, tmp_path, train_on_prompt=True, padding_free=True), tokenizer)(
+        examples)
+    assert flat["input_ids"].shape == (1, sum(len(e["input_ids"]) for e in examples))
+    assert "attention_mask" not in flat and (flat["input_ids"] != tokenizer.pad_token_id).all()
+    # each example's first token (position 0) is not a target: nothing is predicted across examples
+    starts = flat["position_ids"][0] == 0
+    assert int(starts.sum()) == len(examples) and (flat["labels"][0][starts] == IGN).all()
+    flat_sum, flat_n = _token_loss_sum(model, flat)
+    assert flat_n == padded_n
+    assert flat_sum == pytest.approx(padded_sum, rel=1e-4)
+
+
+def test_padding_free_training_follows_the_padded_run(tiny_llama3_dir, tmp_path):
+    """Two optimizer steps through `tunery train`: the same losses with and without padding."""
+    import json
+
+    from tunery.train.run import run_train
+
+    losses = {}
+    for name, over in (("padded", {"padding_free": False}), ("flat", {"padding_free": True})):
+        cfg = cfg_for(tiny_llama3_dir, tmp_path, output_dir=str(tmp_path / name), finetuning_type="lora",
+                      per_device_train_batch_size=4, max_steps=2, logging_steps=1, report_to="none",
+                      learning_rate=1e-2, save_strategy="no", **over)
+        run_train(cfg)
+        lines = (tmp_path / name / "trainer_log.jsonl").read_text().splitlines()
+        losses[name] = [json.loads(line)["loss"] for line in lines if "loss" in json.loads(line)]
+    assert len(losses["padded"]) == 2
+    assert losses["flat"] == pytest.approx(losses["padded"], rel=1e-3)
+
+
+class _DropsPositions(torch.nn.Module):
+    """A model that ignores position_ids, as architectures without packed-sequence masks do."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def forward(self, input_ids, position_ids=None, use_cache=False):
+        return self.model(input_ids=input_ids, use_cache=use_cache)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_padding_free_by_default_only_where_the_model_keeps_examples_apart(tiny_llama3_dir, tmp_path, attn):
+    from transformers import AutoModelForCausalLM
+
+    from tunery.data.collate import padding_free_enabled
+    from tunery.model.packed_attention import keeps_examples_apart
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama3_dir, attn_implementation=attn).train()
+    assert keeps_examples_apart(model) and model.training  # the check leaves the model in training mode
+    leaky = _DropsPositions(model)
+    assert not keeps_examples_apart(leaky)
+
+    cfg = cfg_for(tiny_llama3_dir, tmp_path)  # padding_free unset
+    assert padding_free_enabled(cfg, model) and build_collator(cfg, _Tok(), model=model).flatten
+    assert not padding_free_enabled(cfg, leaky)
+    assert isinstance(build_collator(cfg, _Tok(), model=leaky), type(build_collator(cfg, _Tok())))  # padded
+    assert not padding_free_enabled(cfg_for(tiny_llama3_dir, tmp_path, padding_free=False), model)
+    assert not padding_free_enabled(cfg_for(tiny_llama3_dir, tmp_path, packing=True), model)  # rows already full
+    assert padding_free_enabled(cfg_for(tiny_llama3_dir, tmp_path, neat_packing=True), model)

@@ -12,6 +12,9 @@
 * ``neat_packing`` on flash-attention: the whole batch is flattened into one row without padding (transformers'
   ``DataCollatorWithFlattening`` layout), for which flash-attention runs its variable-length kernel per example
   (transformers recognises packing from position_ids only in batches of one row);
+* ``padding_free`` (packed or not): the same flattened row on any attention implementation — no compute goes to
+  padding, and with sdpa/eager the block-diagonal mask from the position_ids keeps the examples apart, so the loss
+  is the padded batch's;
 * ``packing`` without ``neat_packing``: the usual all-ones ``attention_mask`` plus the restarting ``position_ids``,
   so packed examples see the ones before them in their row, as in LLaMA-Factory.
 """
@@ -20,8 +23,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tunery.utils.logging import get_logger
+
 from .packing import packing_enabled
 from .records import IGNORE_INDEX
+
+logger = get_logger(__name__)
 
 FLASH_PREFIXES = ("flash_attention", "kernels-community/flash", "kernels-community/vllm-flash")
 
@@ -43,19 +50,40 @@ def uses_flash_attention(cfg=None, model=None) -> bool:
 _FROM_CFG = object()
 
 
-def build_collator(cfg, tokenizer, pad_to_multiple_of=_FROM_CFG, model=None):
-    """The data collator for an sft run: ``DataCollatorForSeq2Seq`` unpacked, :class:`PackedCollator` packed.
+def padding_free_enabled(cfg, model=None) -> bool:
+    """``padding_free: true`` → on; ``false`` → off; unset → on for sft when the model (given) is seen to keep
+    flattened examples apart (:mod:`tunery.model.packed_attention`), except under DeepSpeed/FSDP, whose sharded
+    weights cannot run that check before training, and with plain packing (rows already full, examples not apart)."""
+    setting = getattr(cfg, "padding_free", False)
+    if setting is not None:
+        return bool(setting)
+    if cfg.stage != "sft" or (packing_enabled(cfg) and not cfg.neat_packing) or cfg.deepspeed or cfg.fsdp:
+        return False
+    if model is None:  # nothing to check: stay padded
+        return False
+    from tunery.model.packed_attention import keeps_examples_apart
 
-    The signature fits ``Stage.collator`` (cfg, tokenizer, pad_to_multiple_of); without ``pad_to_multiple_of`` it is 8
-    for fp16/bf16 runs. ``model`` (optional) tells the attention implementation; without it ``flash_attn: fa2`` in
-    ``cfg`` does (the only way a run gets flash-attention)."""
+    if keeps_examples_apart(model):
+        return True
+    logger.info("padding_free off: this model lets examples in one row attend to each other — batches are padded")
+    return False
+
+
+def build_collator(cfg, tokenizer, pad_to_multiple_of=_FROM_CFG, model=None):
+    """The data collator for an sft run: ``DataCollatorForSeq2Seq`` unpacked, :class:`PackedCollator` packed or
+    padding-free.
+
+    The signature fits ``Stage.collator`` (cfg, tokenizer, pad_to_multiple_of, model); without ``pad_to_multiple_of``
+    it is 8 for fp16/bf16 runs. ``model`` (optional) tells the attention implementation, without it ``flash_attn:
+    fa2`` in ``cfg`` does (the only way a run gets flash-attention), and decides an unset ``padding_free``."""
     pad_to = _pad_multiple(cfg) if pad_to_multiple_of is _FROM_CFG else pad_to_multiple_of
-    if not packing_enabled(cfg):
+    padding_free = padding_free_enabled(cfg, model)
+    if not packing_enabled(cfg) and not padding_free:
         from transformers import DataCollatorForSeq2Seq
 
         return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, pad_to_multiple_of=pad_to)
-    neat = bool(cfg.neat_packing)
-    flatten = neat and uses_flash_attention(cfg, model)
+    neat = bool(cfg.neat_packing) or padding_free
+    flatten = padding_free or (neat and uses_flash_attention(cfg, model))
     return PackedCollator(pad_token_id=tokenizer.pad_token_id, neat=neat, flatten=flatten,
                           pad_to_multiple_of=None if flatten else pad_to)
 
@@ -74,9 +102,16 @@ class PackedCollator:
         import torch
 
         if self.flatten:
-            batch = {key: [[v for f in features for v in f[key]]] for key in ("input_ids", "labels")}
-            batch["position_ids"] = [[p for f in features for p in _positions(f)]]
-            out = {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
+            input_ids, labels, position_ids = [], [], []
+            for f in features:
+                positions = _positions(f)
+                input_ids += list(f["input_ids"])
+                position_ids += positions
+                # a token at position 0 starts an example: unflattened it is never predicted, so here it must not
+                # be predicted from the previous example's last token either
+                labels += [IGNORE_INDEX if p == 0 else y for p, y in zip(positions, f["labels"])]
+            out = {key: torch.tensor([value], dtype=torch.long)
+                   for key, value in (("input_ids", input_ids), ("labels", labels), ("position_ids", position_ids))}
             out["use_cache"] = False
             return out
         longest = max(len(f["input_ids"]) for f in features)

@@ -21,7 +21,7 @@ from itertools import chain
 
 from ..errors import ConfigError, DataError, did_you_mean
 from .records import ASSISTANT, IGNORE_INDEX, AlignedRecord
-from .templates.template import constant_cache
+from .templates.template import batch_text_encoder, constant_cache, prefetched
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def encode_supervised(
         raise ConfigError(f"template '{template.name}' does not support train_on_prompt (it uses efficient_eos)")
     pairs = template.encode_multiturn(tokenizer, record.prompt + record.response, record.system or None,
                                       record.tools or None, discard_history_cot=discard_history_cot)
-    eos = tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id if template.efficient_eos else None
     input_ids: list[int] = []
     labels: list[int] = []
     total_length = 1 if template.efficient_eos else 0
@@ -176,7 +176,7 @@ def encode_pretrain(texts: Sequence[str], tokenizer, cutoff_len: int, template=N
     name = getattr(template, "name", None)
     eos_token = "<|end_of_text|>" if name == "llama3" else tokenizer.eos_token
     add_bos = bool(getattr(tokenizer, "add_bos_token", False))
-    encode = _batch_encoder(tokenizer)
+    encode = batch_text_encoder(tokenizer)
     out: list[dict] = []
     for start in range(0, len(texts), batch_size):
         batch = [text + eos_token for text in texts[start:start + batch_size]]
@@ -195,13 +195,6 @@ def encode_pretrain(texts: Sequence[str], tokenizer, cutoff_len: int, template=N
     return out
 
 
-def _batch_encoder(tokenizer):
-    backend = getattr(tokenizer, "_tokenizer", None)
-    if backend is not None and hasattr(backend, "encode_batch") and backend.truncation is None and backend.padding is None:
-        return lambda texts: [e.ids for e in backend.encode_batch(list(texts), add_special_tokens=False)]
-    return lambda texts: tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-
-
 # ---------------------------------------------------------------- datasets
 class EncodedDataset(list):
     """A list of encoded examples; ``dropped`` counts the records left out, by reason."""
@@ -212,12 +205,32 @@ class EncodedDataset(list):
 
 
 def _trained(labels: list[int]) -> bool:
-    return any(label != IGNORE_INDEX for label in labels)
+    return labels.count(IGNORE_INDEX) < len(labels)
+
+
+def _record_texts(record: AlignedRecord, kind: str, template, options: dict) -> list[str]:
+    """The texts encoding ``record`` will tokenize (none for kto or templates that cannot tell)."""
+    if not hasattr(template, "texts") or kind == "kto":
+        return []
+    system, tools = record.system or None, record.tools or None
+    try:
+        if kind == "supervised":
+            return template.texts(record.prompt + record.response, system, tools,
+                                  discard_history_cot=options["discard_history_cot"])
+        if kind == "pairwise":
+            return [t for response in record.response[:2]
+                    for t in template.texts(record.prompt + [response], system, tools, multiturn=False)]
+        response = record.response if len(record.response) == 1 else [{"role": ASSISTANT, "content": ""}]
+        return template.texts(record.prompt + response, system, tools, multiturn=False)
+    except DataError:  # reported (and the record dropped) when it is encoded
+        return []
 
 
 def _encode_chunk(records: list[AlignedRecord], kind: str, template, tokenizer, cutoff_len: int,
                   options: dict) -> tuple[list[dict], Counter]:
-    with constant_cache(tokenizer):
+    """Encode one chunk: its texts are tokenized in one batched call first, then each record is put together."""
+    texts = [t for record in records for t in _record_texts(record, kind, template, options)]
+    with constant_cache(tokenizer), prefetched(tokenizer, texts):
         return _encode_records(records, kind, template, tokenizer, cutoff_len, options)
 
 

@@ -44,6 +44,13 @@ def check_packing_options(cfg) -> None:
     if cfg.neat_packing and cfg.stage != "sft":
         raise ConfigError(f"{cfg.where}: option 'neat_packing' works with stage sft only (got stage {cfg.stage}) — "
                           "remove neat_packing")
+    if getattr(cfg, "padding_free", False):
+        if cfg.stage != "sft":
+            raise ConfigError(f"{cfg.where}: option 'padding_free' works with stage sft only (got stage {cfg.stage}) "
+                              "— remove padding_free")
+        if cfg.packing and not cfg.neat_packing:
+            raise ConfigError(f"{cfg.where}: padding_free keeps examples apart but packing (without neat_packing) "
+                              "lets packed examples see each other — set neat_packing: true or remove padding_free")
     if cfg.packing and cfg.stage not in ("sft", "pt"):
         logger.warning("option 'packing' has no effect in stage %s (only sft and pt pack), except that examples are "
                        "cut to cutoff_len - 1 as in LLaMA-Factory — remove packing", cfg.stage)

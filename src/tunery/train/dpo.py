@@ -101,7 +101,7 @@ class DpoTrainer(PreferenceTrainerMixin, TuneryTrainerMixin, Trainer):
         return loss.detach(), None, None
 
 
-def _collator(cfg, tokenizer, multiple_of):
+def _collator(cfg, tokenizer, multiple_of, model=None):
     return PairwiseCollator(tokenizer.pad_token_id, multiple_of)
 
 

@@ -69,7 +69,7 @@ class KtoTrainer(PreferenceTrainerMixin, TuneryTrainerMixin, Trainer):
         return loss.detach(), None, None
 
 
-def _collator(cfg, tokenizer, multiple_of):
+def _collator(cfg, tokenizer, multiple_of, model=None):
     return KtoCollator(tokenizer.pad_token_id, multiple_of)
 
 

@@ -43,7 +43,7 @@ class RewardTrainer(TuneryTrainerMixin, Trainer):
         return loss.detach(), None, None
 
 
-def _collator(cfg, tokenizer, multiple_of):
+def _collator(cfg, tokenizer, multiple_of, model=None):
     return PairwiseCollator(tokenizer.pad_token_id, multiple_of)
 
 

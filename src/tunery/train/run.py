@@ -17,5 +17,8 @@ RECIPES = {
 def run_train(cfg) -> None:
     if cfg.stage not in RECIPES:  # validation refuses unknown stages; this guards direct API use
         raise NotImplementedError(cfg.stage)
+    from tunery.utils.memory import apply_malloc_mmap_threshold
+
+    apply_malloc_mmap_threshold(cfg)  # before the data and the model take memory
     module, func = RECIPES[cfg.stage]
     getattr(importlib.import_module(module), func)(cfg)

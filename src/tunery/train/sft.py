@@ -13,7 +13,7 @@ class SftTrainer(TuneryTrainerMixin, Trainer):
     """transformers' Trainer with Tunery's shared pieces (LoRA+, in-order batches, stored metrics)."""
 
 
-def seq2seq_collator(cfg, tokenizer, multiple_of):
+def seq2seq_collator(cfg, tokenizer, multiple_of, model=None):
     from transformers import DataCollatorForSeq2Seq
 
     from tunery.data.records import IGNORE_INDEX

@@ -25,7 +25,7 @@ class TrainingInterrupted(TuneryError):
 @dataclass
 class Stage:
     trainer_cls: type
-    collator: Callable[[Any, Any, int | None], Any]  # (cfg, tokenizer, pad_to_multiple_of) -> collator
+    collator: Callable[[Any, Any, int | None, Any], Any]  # (cfg, tokenizer, pad_to_multiple_of, model) -> collator
     reward_head: bool = False  # load the model with a 1-output score head (AutoModelForSequenceClassification)
     trainer_kwargs: Callable[[Any, Any], dict] = field(default=lambda cfg, tokenizer: {})  # e.g. the ref model
 
@@ -112,7 +112,7 @@ def run_stage(cfg, stage: Stage) -> None:
         args=args,
         train_dataset=data.train or None,
         eval_dataset=data.eval or None,
-        data_collator=stage.collator(cfg, tokenizer, multiple_of),
+        data_collator=stage.collator(cfg, tokenizer, multiple_of, model),
         processing_class=tokenizer,
         callbacks=[LogCallback(cfg.output_dir), interrupt],
         **stage.trainer_kwargs(cfg, tokenizer),

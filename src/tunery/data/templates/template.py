@@ -72,19 +72,69 @@ def _fill(slot: Slot, **values: str) -> list:
 
 
 # ---------------------------------------------------------------- token conversion (with a per-tokenizer cache)
-_ACTIVE_CACHES: dict = {}  # id(tokenizer) -> {text: ids}, only inside constant_cache()
+_ACTIVE_CACHES: dict = {}  # id(tokenizer) -> {text or Special/Token element: ids}, only inside constant_cache()
+_PREFETCHED: dict = {}  # id(tokenizer) -> {text: ids}, only inside prefetched()
+
+
+def _fast_backend(tokenizer):
+    """The Rust tokenizer behind a fast tokenizer, when nothing (truncation, padding) is configured on it."""
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is not None and hasattr(backend, "encode") and backend.truncation is None and backend.padding is None:
+        return backend
+    return None
 
 
 def text_encoder(tokenizer):
     """Return ``f(text) -> ids`` equal to ``tokenizer.encode(text, add_special_tokens=False)``.
 
-    Uses the Rust backend directly for fast tokenizers (no truncation/padding configured on it), which skips the
-    Python overhead of ``encode`` but produces the same ids.
+    Uses the Rust backend directly for fast tokenizers, which skips the Python overhead of ``encode`` but produces
+    the same ids; inside :func:`prefetched` the prefetched texts are answered from their batched encoding.
     """
-    backend = getattr(tokenizer, "_tokenizer", None)
-    if backend is not None and hasattr(backend, "encode") and backend.truncation is None and backend.padding is None:
-        return lambda text: backend.encode(text, add_special_tokens=False).ids
-    return lambda text: tokenizer.encode(text, add_special_tokens=False)
+    backend = _fast_backend(tokenizer)
+    if backend is not None:
+        single = lambda text: backend.encode(text, add_special_tokens=False).ids  # noqa: E731
+    else:
+        single = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    memo = _PREFETCHED.get(id(tokenizer))
+    if memo is None:
+        return single
+
+    def encode(text: str) -> list[int]:
+        ids = memo.get(text)
+        return ids if ids is not None else single(text)
+
+    return encode
+
+
+def batch_text_encoder(tokenizer):
+    """Return ``f(texts) -> [ids, ...]``, each equal to :func:`text_encoder`'s: one call into the Rust tokenizer
+    for the whole list (``encode_batch_fast``: no offsets computed, spread over its thread pool unless
+    TOKENIZERS_PARALLELISM=false)."""
+    backend = _fast_backend(tokenizer)
+    if backend is not None:
+        batch = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
+        return lambda texts: [e.ids for e in batch(list(texts), add_special_tokens=False)]
+    return lambda texts: tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+
+@contextmanager
+def prefetched(tokenizer, texts):
+    """Within the block, :func:`text_encoder` answers ``texts`` from one batched encoding (the encoders of a
+    chunk of records prefetch the texts they are about to encode)."""
+    key = id(tokenizer)
+    outer = _PREFETCHED.get(key)
+    unique = [t for t in dict.fromkeys(texts) if t and (outer is None or t not in outer)]
+    memo = dict(outer or {})
+    if unique:
+        memo.update(zip(unique, batch_text_encoder(tokenizer)(unique)))
+    _PREFETCHED[key] = memo
+    try:
+        yield
+    finally:
+        if outer is None:
+            _PREFETCHED.pop(key, None)
+        else:
+            _PREFETCHED[key] = outer
 
 
 @contextmanager
@@ -105,6 +155,15 @@ def constant_cache(tokenizer):
 
 def _constant_cache(tokenizer) -> dict | None:
     return _ACTIVE_CACHES.get(id(tokenizer))
+
+
+_MISSING = object()
+
+
+def _token_id(tokenizer, elem) -> int | None:
+    if isinstance(elem, Token):
+        return tokenizer.convert_tokens_to_ids(elem.text)
+    return getattr(tokenizer, elem.name + "_id", None)
 
 
 def special_text(tokenizer, elem: Special) -> str:
@@ -275,15 +334,27 @@ class Template:
                     ids += hit
                 else:
                     ids += encode(elem)
-            elif isinstance(elem, Token):
-                ids.append(tokenizer.convert_tokens_to_ids(elem.text))
-            elif isinstance(elem, Special):
-                token_id = getattr(tokenizer, elem.name + "_id", None)
+            elif isinstance(elem, (Token, Special)):
+                token_id = cache.get(elem, _MISSING) if cache is not None else _MISSING
+                if token_id is _MISSING:
+                    token_id = _token_id(tokenizer, elem)
+                    if cache is not None:
+                        cache[elem] = token_id
                 if token_id is not None:
                     ids.append(token_id)
             else:
                 raise ConfigError(f"template '{self.name}': bad slot element {elem!r}")
         return ids
+
+    def texts(self, messages: list[dict], system: str | None = None, tools: str | None = None,
+              multiturn: bool = True, discard_history_cot: bool = False) -> list[str]:
+        """The texts :meth:`encode_multiturn` (or :meth:`encode_oneturn`) tokenizes for these messages, constant slot
+        texts left out: what a batch of records can prefetch in one call (:func:`prefetched`)."""
+        if multiturn:
+            groups = self._multiturn_elements(messages, system, tools, discard_history_cot)
+        else:
+            groups = self._oneturn_elements(messages, system, tools)
+        return [e for elems in groups for e in elems if isinstance(e, str) and e and e not in self.constants]
 
     def encode_multiturn(self, tokenizer, messages: list[dict], system: str | None = None,
                          tools: str | None = None, discard_history_cot: bool = False) -> list[tuple[list[int], list[int]]]:
