@@ -95,6 +95,23 @@ def lf_run(model: str, data_dir: Path, workers: int, cutoff_len: int, work: Path
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def to_markdown(data: dict) -> str:
+    """RESULTS.md section: records/s of each tool and worker count, and Tunery's ratio per worker count."""
+    out = [f"Load + convert + template + tokenize {data['records']} alpaca_zh-style records (cutoff_len "
+           f"{data['cutoff_len']}, llama3 template, the tiny Llama-3 tokenizer), fastest of {data.get('repeats', 1)} "
+           f"interleaved run(s) each, {data.get('cores', '?')} cores, load average {data.get('load_avg', '?')}. "
+           "Imports and tokenizer loading are not timed for either tool.", "",
+           "| tool | workers | examples | seconds | records/s | Tunery ÷ LF |", "|---|---|---|---|---|---|"]
+    lf = data.get("llamafactory_records_per_s") or {}
+    for run in data.get("runs", []):
+        rate = data["records"] / run["seconds"]
+        other = lf.get(str(run["workers"])) or lf.get(run["workers"])
+        ratio = f"×{rate / other:.2f}" if run["tool"] == "tunery" and other else ""
+        out.append(f"| {run['tool']} | {run['workers']} | {run['examples']} | {run['seconds']:.2f} | {rate:.0f} | "
+                   f"{ratio} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=10_000)
@@ -136,8 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         rate = records / result["seconds"]
         rps.setdefault(tool, {})[n] = round(rate, 1)
         print(f"{tool:<14}{n:>8}{result['examples']:>10}{result['seconds']:>10.2f}{rate:>12.0f}")
-    summary = {"records": records, "cutoff_len": args.cutoff_len, "tunery_records_per_s": rps.get("tunery"),
-               "llamafactory_records_per_s": rps.get("llamafactory")}
+    summary = {"records": records, "cutoff_len": args.cutoff_len, "repeats": max(1, args.repeats),
+               "cores": os.cpu_count(), "load_avg": round(common.load_avg(), 2),
+               "tunery_records_per_s": rps.get("tunery"), "llamafactory_records_per_s": rps.get("llamafactory"),
+               "runs": [{"tool": tool, "workers": n, "examples": result["examples"],
+                         "seconds": round(result["seconds"], 3)} for tool, n, result in rows]}
     if "llamafactory" in rps:
         best_t, best_lf = max(rps["tunery"].values()), max(rps["llamafactory"].values())
         summary["speedup"] = round(best_t / best_lf, 2)
