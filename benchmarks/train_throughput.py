@@ -61,7 +61,7 @@ VARIANTS: dict[str, tuple[str, dict, dict, str]] = {
 }
 DEFAULT_VARIANTS = ["tunery", "llamafactory"]
 SUITE_VARIANTS = ["tunery", "llamafactory", "tunery-padding_free", "tunery-mmap_threshold",
-                  "tunery+gradient_checkpointing", "llamafactory-gradient_checkpointing", "tunery+neat_packing"]
+                  "tunery+gradient_checkpointing", "llamafactory-gradient_checkpointing"]
 
 
 def _yaml() -> dict:
@@ -117,6 +117,7 @@ def run_one(variant: str, max_steps: int, round_no: int, timeout: float, extra: 
         "tokens_seen": tokens, "tokens_per_s": round(tokens / runtime, 1) if tokens and runtime else None,
         "train_loss": allr.get("train_loss"), "eval_loss": allr.get("eval_loss"), "steps": state.get("global_step"),
     })
+    res["heldout_loss"] = heldout_loss(run_dir, extra)  # after the measured process, not timed
     steps = [ln for ln in mon.lines if ln["row"].get("loss") is not None and ln["row"].get("current_steps")]
     res["timeline"] = [[ln["row"]["current_steps"], round(ln["wall"], 2), round(ln["cpu"], 1)] for ln in steps]
     if steps:
@@ -128,6 +129,48 @@ def run_one(variant: str, max_steps: int, round_no: int, timeout: float, extra: 
             res["steady_step_s"] = round((steps[-1]["wall"] - steps[0]["wall"]) / n, 3)
             res["cpu_s_per_step"] = round((steps[-1]["cpu"] - steps[0]["cpu"]) / n, 3)
     return res
+
+
+def heldout_loss(run_dir: Path, extra: dict | None = None) -> float | None:
+    """Token-mean loss of a run's final adapter on the YAML's held-out split, computed the same way for both tools.
+
+    The tools' own ``eval_loss`` averages per-batch losses differently (here: Tunery weights each batch by its
+    examples, LLaMA-Factory counts every batch alike), so the same adapter gets two figures; this one sums the loss
+    over every labelled token and divides by their number. The split is Tunery's encoding of the YAML (with
+    ``--set`` overrides, not the variant's), which equals LLaMA-Factory's (tests/test_parity_llamafactory.py)."""
+    import tempfile
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
+
+    from tunery.config import parse_config
+    from tunery.data.records import IGNORE_INDEX
+    from tunery.data.template_select import resolve_template
+    from tunery.model.load import load_tokenizer
+    from tunery.train.workflow import load_data
+
+    if not (run_dir / "adapter_model.safetensors").exists():
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        kv = [f"{k}={v}" for k, v in (extra or {}).items()] + [f"output_dir={tmp}/out"]
+        cfg = parse_config("train", [str(CONFIG), *kv])
+        tokenizer = load_tokenizer(cfg)
+        data = load_data(cfg, tokenizer, resolve_template(cfg, tokenizer))
+    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, attn_implementation="sdpa")
+    model = PeftModel.from_pretrained(model, str(run_dir)).eval()
+    collate = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)
+    examples = [{k: e[k] for k in ("input_ids", "attention_mask", "labels")} for e in data.eval]
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(examples), 8):
+            batch = collate(examples[i:i + 8])
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+            labels = batch["labels"][:, 1:]
+            total += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
+                                                       ignore_index=IGNORE_INDEX, reduction="sum").item()
+            count += int((labels != IGNORE_INDEX).sum())
+    return round(total / count, 7) if count else None
 
 
 def _reorders(variant: str) -> bool:
@@ -160,7 +203,7 @@ def summarize(runs: list[dict], batch: int) -> dict:
     mean_all = sum(mean_tokens.values()) / len(mean_tokens) if mean_tokens else None
     rows = {}
     keys = ("samples_per_s", "tokens_per_s", "steady_step_s", "cpu_s_per_step", "peak_rss_mib", "first_step_s",
-            "train_loss", "eval_loss", "wall_s", "train_runtime_s")
+            "train_loss", "eval_loss", "heldout_loss", "wall_s", "train_runtime_s")
     for variant, rs in by.items():
         row = {k: [r.get(k) for r in rs] for k in keys}
         row["examples_per_s"] = [(r["tokens_per_s"] / mean_all) if (r.get("tokens_per_s") and mean_all) else None
@@ -181,10 +224,22 @@ def summarize(runs: list[dict], batch: int) -> dict:
                           "first_step_s")}
             ratios[variant][base_name]["best_examples_per_s"] = common.ratio(row["best"]["examples_per_s"],
                                                                              base["best"]["examples_per_s"])
+            ratios[variant][base_name]["heldout_loss_diff"] = (
+                round(row["median"]["heldout_loss"] - base["median"]["heldout_loss"], 7)
+                if row["median"]["heldout_loss"] is not None and base["median"]["heldout_loss"] is not None else None)
             ratios[variant][base_name]["eval_loss_diff"] = (
                 round(row["median"]["eval_loss"] - base["median"]["eval_loss"], 4)
                 if row["median"]["eval_loss"] is not None and base["median"]["eval_loss"] is not None else None)
     return {"rows": rows, "ratios": ratios, "mean_tokens_per_example": mean_tokens}
+
+
+def _loss(values: list) -> str:
+    """Held-out losses to 6 decimals (the tools' trained models agree to about 1e-7)."""
+    got = [v for v in values if v is not None]
+    if not got:
+        return "—"
+    lo, hi, mid = min(got), max(got), common.median(got)
+    return f"{mid:.6f}" if lo == hi else f"{mid:.6f} ({lo:.6f}–{hi:.6f})"
 
 
 def to_markdown(data: dict) -> str:
@@ -195,25 +250,26 @@ def to_markdown(data: dict) -> str:
              "every round, the other variants in fewer: column runs). Median (min–max) over the runs.")
     out = [intro, ""]
     headers = ["variant", "runs", "examples/s", "tokens/s", "steady examples/s", "CPU s/step", "peak RSS MiB",
-               "first step s", "train loss", "eval loss", "wall s"]
+               "first step s", "train loss", "eval loss (tool's)", "held-out loss (token mean)", "wall s"]
     rows = []
     for variant, row in summary["rows"].items():
         v = row["values"]
         rows.append([variant, str(row["n"]), common.spread(v["examples_per_s"]), common.spread(v["tokens_per_s"]),
                      common.spread(v["steady_samples_per_s"]), common.spread(v["cpu_s_per_step"]),
                      common.spread(v["peak_rss_mib"]), common.spread(v["first_step_s"]),
-                     common.spread(v["train_loss"]), common.spread(v["eval_loss"]), common.spread(v["wall_s"])])
+                     common.spread(v["train_loss"]), common.spread(v["eval_loss"]), _loss(v["heldout_loss"]),
+                     common.spread(v["wall_s"])])
     out.append(common.markdown_table(headers, rows))
     if summary["ratios"]:
-        out += ["", "Ratios of medians (variant ÷ base; CPU s/step and RSS: lower is better; eval loss: difference):",
-                ""]
+        out += ["", "Ratios of medians (variant ÷ base; CPU s/step and RSS: lower is better; losses: difference):", ""]
         rrows = []
         for variant, bases in summary["ratios"].items():
             for base, r in bases.items():
                 rrows.append([variant, base, r["examples_per_s"], r.get("best_examples_per_s"), r["tokens_per_s"],
-                              r["cpu_s_per_step"], r["peak_rss_mib"], r["first_step_s"], r["eval_loss_diff"]])
+                              r["cpu_s_per_step"], r["peak_rss_mib"], r["first_step_s"], r["eval_loss_diff"],
+                              r.get("heldout_loss_diff")])
         out.append(common.markdown_table(["variant", "vs", "examples/s", "best examples/s", "tokens/s", "CPU s/step",
-                                          "peak RSS", "first step", "Δ eval loss"], rrows))
+                                          "peak RSS", "first step", "Δ eval loss (tool's)", "Δ held-out loss"], rrows))
     failed = [r for r in data["runs"] if r.get("returncode") != 0]
     for r in failed:
         out.append(f"\n- {r['variant']} round {r['round']} failed (rc={r['returncode']}): {r.get('error', '')}")
@@ -240,8 +296,23 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write all runs and the summary to this file")
     parser.add_argument("--append", action="store_true",
                         help="keep the runs already in --json (same max_steps and overrides) and summarize all")
+    parser.add_argument("--rescore", action="store_true",
+                        help="only compute the held-out loss of the runs in --json whose adapters are still there")
     parser.add_argument("--list", action="store_true", help="list the variants and exit")
     args = parser.parse_args(argv)
+    if args.rescore:
+        if not args.json:
+            parser.error("--rescore needs --json")
+        data = json.loads(Path(args.json).read_text(encoding="utf-8"))
+        for r in data["runs"]:
+            if r.get("returncode") == 0 and r.get("heldout_loss") is None:
+                run_dir = Path(r["log"]).parent / "run"
+                r["heldout_loss"] = heldout_loss(run_dir, data.get("overrides"))
+                print(f"[train] {r['variant']} round {r['round']}: held-out loss {r['heldout_loss']}", file=sys.stderr)
+        data["summary"] = summarize(data["runs"], data["batch"])
+        common.write_json(args.json, data)
+        print(to_markdown(data))
+        return 0
     if args.list:
         for name, (tool, over, env, why) in VARIANTS.items():
             print(f"{name:38s} {why}  {over or ''} {env or ''}")

@@ -64,6 +64,7 @@ def padding_free_enabled(cfg, model=None) -> bool:
     from tunery.model.packed_attention import keeps_examples_apart
 
     if keeps_examples_apart(model):
+        logger.info("padding-free batches: each batch is one row, its examples kept apart (padding_free: false pads)")
         return True
     logger.info("padding_free off: this model lets examples in one row attend to each other — batches are padded")
     return False
