@@ -3,7 +3,7 @@ LLaMA-Factory 0.9.5, with 1 and 2 worker processes, on the same tokenizer, templ
 
 The records are ../shared/datasets/alpaca_zh_demo.json repeated with variations (each copy numbered in its
 instruction, the answer's paragraphs rotated) written to a temporary dataset_dir. Timed: from the dataset names to
-the encoded training set — Tunery's ``load_records`` + ``encode_loaded`` in this process; LLaMA-Factory's
+the encoded training set — Tunery's ``load_records`` + ``encode_loaded``; LLaMA-Factory's
 ``get_dataset`` in its own virtualenv (``LF_VENV``, see ../shared/bench/llamafactory), each run in a fresh process
 with a fresh datasets cache. Imports and tokenizer loading are not timed (for either tool). The tokenizer is the
 tiny Llama-3 one (built offline into a temp folder) unless --model names another.
@@ -62,20 +62,29 @@ def make_dataset(folder: Path, records: int) -> Path:
     return folder
 
 
-def tunery_run(model: str, data_dir: Path, workers: int, cutoff_len: int, work: Path) -> dict:
-    from tunery.config import parse_config
-    from tunery.data.dataset import encode_loaded, load_records
-    from tunery.data.template_select import resolve_template
-    from tunery.model.load import load_tokenizer
+TUNERY_TIMER = r'''
+import json, sys, time
+from tunery.config import parse_config
+from tunery.data.dataset import encode_loaded, load_records
+from tunery.data.template_select import resolve_template
+from tunery.model.load import load_tokenizer
 
-    cfg = parse_config("train", overrides=dict(model_name_or_path=model, template="llama3", dataset="alpaca_zh_bench",
-                                               dataset_dir=str(data_dir), cutoff_len=cutoff_len,
-                                               preprocessing_num_workers=workers, output_dir=str(work / "out")))
-    tokenizer = load_tokenizer(cfg)
-    template = resolve_template(cfg, tokenizer)
-    start = time.perf_counter()
-    prepared = encode_loaded(cfg, load_records(cfg), template, tokenizer)
-    return {"seconds": time.perf_counter() - start, "examples": len(prepared.train)}
+cfg = parse_config("train", overrides=json.loads(sys.argv[1]))
+tokenizer = load_tokenizer(cfg)
+template = resolve_template(cfg, tokenizer)
+start = time.perf_counter()
+prepared = encode_loaded(cfg, load_records(cfg), template, tokenizer)
+print(json.dumps({"seconds": time.perf_counter() - start, "examples": len(prepared.train)}))
+'''
+
+
+def tunery_run(model: str, data_dir: Path, workers: int, cutoff_len: int, work: Path) -> dict:
+    """One timed run in a fresh process, as LLaMA-Factory's."""
+    args = dict(model_name_or_path=model, template="llama3", dataset="alpaca_zh_bench", dataset_dir=str(data_dir),
+                cutoff_len=cutoff_len, preprocessing_num_workers=workers, output_dir=str(work / "out"))
+    res = subprocess.run([sys.executable, "-c", TUNERY_TIMER, json.dumps(args)], capture_output=True, text=True,
+                         env=common.bench_env(), timeout=1800, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def lf_run(model: str, data_dir: Path, workers: int, cutoff_len: int, work: Path) -> dict | None:

@@ -181,7 +181,7 @@ def main(argv=None) -> int:
             _run("chat_speed.py", ["--repeats", "2" if args.quick else "5", "--max-new-tokens",
                                    "32" if args.quick else "128"], RESULTS_DIR / "chat.json")
         if "preprocess" in parts:
-            _run("preprocess.py", ["--quick"] if args.quick else ["--repeats", "3"], RESULTS_DIR / "preprocess.json")
+            _run("preprocess.py", ["--quick"] if args.quick else ["--repeats", "5"], RESULTS_DIR / "preprocess.json")
         if "train" in parts:
             targs = ["--variants", args.variants, "--repeats", "1" if args.quick else str(args.repeats)]
             if args.quick:

@@ -21,7 +21,7 @@ from itertools import chain
 
 from ..errors import ConfigError, DataError, did_you_mean
 from .records import ASSISTANT, IGNORE_INDEX, AlignedRecord
-from .templates.template import batch_text_encoder, constant_cache, prefetched
+from .templates.template import batch_text_encoder, constant_cache, prefetched, tokenize_texts
 
 logger = logging.getLogger(__name__)
 
@@ -226,12 +226,37 @@ def _record_texts(record: AlignedRecord, kind: str, template, options: dict) -> 
         return []
 
 
+def _chunk_tokens(records: list[AlignedRecord], kind: str, template, tokenizer, options: dict) -> dict:
+    """{text: ids} of every text the chunk's records will tokenize, from one batched call."""
+    return tokenize_texts(tokenizer, [t for record in records for t in _record_texts(record, kind, template, options)])
+
+
 def _encode_chunk(records: list[AlignedRecord], kind: str, template, tokenizer, cutoff_len: int,
-                  options: dict) -> tuple[list[dict], Counter]:
-    """Encode one chunk: its texts are tokenized in one batched call first, then each record is put together."""
-    texts = [t for record in records for t in _record_texts(record, kind, template, options)]
-    with constant_cache(tokenizer), prefetched(tokenizer, texts):
+                  options: dict, memo: dict | None = None) -> tuple[list[dict], Counter]:
+    """Encode one chunk: its texts are tokenized in one batched call first (unless ``memo`` holds them already),
+    then each record is put together."""
+    if memo is None:
+        memo = _chunk_tokens(records, kind, template, tokenizer, options)
+    with constant_cache(tokenizer), prefetched(tokenizer, memo=memo):
         return _encode_records(records, kind, template, tokenizer, cutoff_len, options)
+
+
+def _encode_chunks_serially(chunks, kind, template, tokenizer, cutoff_len, options) -> list:
+    """One process: while a chunk's examples are put together (Python), a helper thread tokenizes the next chunk's
+    texts (the Rust tokenizer releases the GIL), so both cores stay busy."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not chunks:
+        return []
+    parts = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunery-tokenize") as pool:
+        upcoming = pool.submit(_chunk_tokens, chunks[0], kind, template, tokenizer, options)
+        for i, chunk in enumerate(chunks):
+            memo = upcoming.result()
+            if i + 1 < len(chunks):
+                upcoming = pool.submit(_chunk_tokens, chunks[i + 1], kind, template, tokenizer, options)
+            parts.append(_encode_chunk(chunk, kind, template, tokenizer, cutoff_len, options, memo))
+    return parts
 
 
 def _encode_records(records, kind, template, tokenizer, cutoff_len, options) -> tuple[list[dict], Counter]:
@@ -317,15 +342,22 @@ def encode_dataset(
 
     result = EncodedDataset()
     if num_workers > 1 and len(chunks) > 1:
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        # one tokenizer thread per worker process (and no fork warning); the user's own setting is kept, and this
+        # process's tokenizer gets its thread pool back afterwards
+        before = os.environ.get("TOKENIZERS_PARALLELISM")
+        os.environ["TOKENIZERS_PARALLELISM"] = before or "false"
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        with ProcessPoolExecutor(max_workers=min(num_workers, len(chunks)), mp_context=context,
-                                 initializer=_init_worker,
-                                 initargs=(kind, template, tokenizer, cutoff_len, options)) as pool:
-            parts = list(pool.map(_run_chunk, chunks))
+        try:
+            with ProcessPoolExecutor(max_workers=min(num_workers, len(chunks)), mp_context=context,
+                                     initializer=_init_worker,
+                                     initargs=(kind, template, tokenizer, cutoff_len, options)) as pool:
+                parts = list(pool.map(_run_chunk, chunks))
+        finally:
+            if before is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM", None)
     else:
-        parts = [_encode_chunk(chunk, kind, template, tokenizer, cutoff_len, options) for chunk in chunks]
+        parts = _encode_chunks_serially(chunks, kind, template, tokenizer, cutoff_len, options)
     for examples, dropped in parts:
         result.extend(examples)
         result.dropped.update(dropped)

@@ -117,17 +117,22 @@ def batch_text_encoder(tokenizer):
     return lambda texts: tokenizer(list(texts), add_special_tokens=False)["input_ids"]
 
 
+def tokenize_texts(tokenizer, texts) -> dict[str, list[int]]:
+    """{text: ids} for the distinct non-empty ``texts``, from one batched call (what :func:`prefetched` holds)."""
+    unique = [t for t in dict.fromkeys(texts) if t]
+    return dict(zip(unique, batch_text_encoder(tokenizer)(unique))) if unique else {}
+
+
 @contextmanager
-def prefetched(tokenizer, texts):
-    """Within the block, :func:`text_encoder` answers ``texts`` from one batched encoding (the encoders of a
-    chunk of records prefetch the texts they are about to encode)."""
+def prefetched(tokenizer, texts=(), memo: dict | None = None):
+    """Within the block, :func:`text_encoder` answers ``texts`` (or the texts of a ready ``memo`` from
+    :func:`tokenize_texts`) from one batched encoding: the encoders of a chunk of records prefetch the texts they
+    are about to encode."""
     key = id(tokenizer)
     outer = _PREFETCHED.get(key)
-    unique = [t for t in dict.fromkeys(texts) if t and (outer is None or t not in outer)]
-    memo = dict(outer or {})
-    if unique:
-        memo.update(zip(unique, batch_text_encoder(tokenizer)(unique)))
-    _PREFETCHED[key] = memo
+    merged = dict(outer or {})
+    merged.update(memo if memo is not None else tokenize_texts(tokenizer, [t for t in texts if t not in merged]))
+    _PREFETCHED[key] = merged
     try:
         yield
     finally:
