@@ -5,7 +5,8 @@ The model, data, LoRA and optimizer are Tunery's own (the benchmark YAML through
 `load_model`, `prepare_for_training`), without the Trainer, start-up or evaluation — minutes instead of a full run,
 so that memory levers can be compared quickly. Levers:
 
-* default                  Tunery as it is (no gradient checkpointing)
+* default                  no gradient checkpointing, glibc's own malloc settings (`tunery train` sets a 1 MiB
+                           mmap threshold on CPU: malloc_mmap_threshold_mb)
 * gradient_checkpointing   what LLaMA-Factory does by default
 * mmap_1MiB / mmap_4MiB    glibc `MALLOC_MMAP_THRESHOLD_`: tensors of at least that size are always mmapped and go
                            back to the OS when freed (glibc otherwise raises the threshold after the first big free,
