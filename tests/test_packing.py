@@ -224,3 +224,4 @@ def test_padding_free_by_default_only_where_the_model_keeps_examples_apart(tiny_
     assert not padding_free_enabled(cfg_for(tiny_llama3_dir, tmp_path, padding_free=False), model)
     assert not padding_free_enabled(cfg_for(tiny_llama3_dir, tmp_path, packing=True), model)  # rows already full
     assert padding_free_enabled(cfg_for(tiny_llama3_dir, tmp_path, neat_packing=True), model)
+    assert not padding_free_enabled(cfg_for(tiny_llama3_dir, tmp_path, neftune_noise_alpha=5), model)

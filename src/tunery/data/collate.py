@@ -53,11 +53,14 @@ _FROM_CFG = object()
 def padding_free_enabled(cfg, model=None) -> bool:
     """``padding_free: true`` → on; ``false`` → off; unset → on for sft when the model (given) is seen to keep
     flattened examples apart (:mod:`tunery.model.packed_attention`), except under DeepSpeed/FSDP, whose sharded
-    weights cannot run that check before training, and with plain packing (rows already full, examples not apart)."""
+    weights cannot run that check before training, with plain packing (rows already full, examples not apart) and
+    with NEFTune (its noise is scaled by the row's length, which would become the whole batch's)."""
     setting = getattr(cfg, "padding_free", False)
     if setting is not None:
         return bool(setting)
     if cfg.stage != "sft" or (packing_enabled(cfg) and not cfg.neat_packing) or cfg.deepspeed or cfg.fsdp:
+        return False
+    if getattr(cfg, "neftune_noise_alpha", None):  # NEFTune scales its noise by the row length: keep padded rows
         return False
     if model is None:  # nothing to check: stay padded
         return False
