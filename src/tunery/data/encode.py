@@ -209,8 +209,9 @@ def _trained(labels: list[int]) -> bool:
 
 
 def _record_texts(record: AlignedRecord, kind: str, template, options: dict) -> list[str]:
-    """The texts encoding ``record`` will tokenize (none for kto or templates that cannot tell)."""
-    if not hasattr(template, "texts") or kind == "kto":
+    """The texts encoding ``record`` will tokenize (none for pretrain, which batches its own texts, for kto or for
+    templates that cannot tell)."""
+    if not hasattr(template, "texts") or kind in ("pretrain", "kto"):
         return []
     system, tools = record.system or None, record.tools or None
     try:
