@@ -55,3 +55,38 @@ def tiny_llama3_lora(tiny_llama3_dir, tmp_path_factory) -> Path:
 def one_error_line(err: str) -> bool:
     """A CLI error as users see it: exactly one `error:` line (log lines may precede it) and no traceback."""
     return "Traceback" not in err and sum(line.startswith("error:") for line in err.splitlines()) == 1
+
+
+# ---------------------------------------------------------------- servers and the headless browser
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                    reason=f"{CHROMIUM} is not installed (apt-get install chromium)")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_gradio(demo) -> str:
+    """Serve a Gradio app on a free local port, without blocking; returns its URL."""
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, show_api=False,
+                        inbrowser=False, quiet=True)
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian chromium through Playwright (test modules importorskip playwright first)."""
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from conftest import free_port
 
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
@@ -24,12 +25,6 @@ HELLO = [{"role": "user", "content": "Hello, who are you?"}]
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                                           "required": ["city"]}}}]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until_up(base_url: str, proc=None, timeout: float = 240) -> None:

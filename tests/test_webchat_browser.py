@@ -3,20 +3,13 @@ stream in; the compare view answers with both models. Skips when gradio, playwri
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
+from conftest import launch_gradio, needs_chromium
 
 gr = pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed "
-                                "(apt-get install chromium)")
+pytestmark = needs_chromium
 
 # Records every text the last reply bubble shows, so the test can tell a streamed reply from one that appears whole.
 OBSERVE = """
@@ -34,29 +27,12 @@ OBSERVE = """
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(options: dict):
     from tunery.chat.webchat import create_demo
     from tunery.config import parse_config
 
     demo = create_demo(parse_config("webchat", overrides=options))
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, show_api=False,
-                        inbrowser=False, quiet=True)
-    return demo, f"http://127.0.0.1:{port}/"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield browser
-        browser.close()
+    return demo, launch_gradio(demo)
 
 
 def send(page, text: str) -> None:

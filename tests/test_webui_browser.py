@@ -9,26 +9,15 @@ webui_eval.png, webui_chat.png and webui_export.png there (docs/ holds the ones 
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
+from conftest import launch_gradio, needs_chromium
 
 gr = pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SHOTS = os.environ.get("TUNERY_WEBUI_SCREENSHOTS")
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed "
-                                "(apt-get install chromium)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -36,23 +25,12 @@ def board(tmp_path_factory):
     from tunery.webui import create_app
 
     demo = create_app(str(tmp_path_factory.mktemp("saves")), poll_seconds=0.5)
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, show_api=False,
-                        inbrowser=False, quiet=True)
-    yield demo, f"http://127.0.0.1:{port}/"
+    yield demo, launch_gradio(demo)
     runner = demo.board.runner
     if runner.status().get("state") in ("running", "stopping"):
         runner.stop()
         runner.wait(30)
     demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield browser
-        browser.close()
 
 
 def text_input(page, elem_id: str):
