@@ -251,7 +251,7 @@ def test_encode_dataset_parallel_matches_serial(tok):
 def test_batched_tokenization_equals_one_text_at_a_time(tok, stage):
     """encode_dataset tokenizes each chunk's texts in one batched call; the examples are those of encoding every
     record alone (no prefetch), invalid records included."""
-    from tunery.data.templates.template import batch_text_encoder, prefetched, text_encoder
+    from tunery.data.templates.template import batch_text_encoder, text_encoder, tokenize_texts
 
     template = get_template("qwen")  # Token elements, a default system prompt, multi-turn
     records = [rec(f"问题 {i}：" + "多轮对话" * (i % 5), f"answer {i} " * (i % 7), "next", f"结束 {i}")
@@ -272,6 +272,4 @@ def test_batched_tokenization_equals_one_text_at_a_time(tok, stage):
 
     texts = ["héllo wörld", "  two  spaces", "中文", ""]
     assert batch_text_encoder(tok)(texts) == [text_encoder(tok)(t) for t in texts]
-    with prefetched(tok, texts[:2]):
-        assert text_encoder(tok)("中文") == tok.encode("中文", add_special_tokens=False)  # not prefetched: encoded
-        assert text_encoder(tok)(texts[0]) == tok.encode(texts[0], add_special_tokens=False)
+    assert tokenize_texts(tok, texts + texts[:2]) == {t: tok.encode(t, add_special_tokens=False) for t in texts if t}

@@ -21,7 +21,7 @@ from itertools import chain
 
 from ..errors import ConfigError, DataError, did_you_mean
 from .records import ASSISTANT, IGNORE_INDEX, AlignedRecord
-from .templates.template import batch_text_encoder, constant_cache, prefetched, tokenize_texts
+from .templates.template import batch_text_encoder, token_cache, tokenize_texts
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def _encode_chunk(records: list[AlignedRecord], kind: str, template, tokenizer, 
     then each record is put together."""
     if memo is None:
         memo = _chunk_tokens(records, kind, template, tokenizer, options)
-    with constant_cache(tokenizer), prefetched(tokenizer, memo=memo):
+    with token_cache(tokenizer, memo):
         return _encode_records(records, kind, template, tokenizer, cutoff_len, options)
 
 

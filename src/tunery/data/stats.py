@@ -81,11 +81,11 @@ def _record_lengths(record, stage: str, template, tokenizer, cutoff_len: int, op
 def length_stats(records, stage: str, template, tokenizer, cutoff_len: int, train_on_prompt: bool = False,
                  mask_history: bool = False, packing: bool = True) -> LengthStats:
     """Untruncated prompt/response lengths and truncation of every record (``cutoff_len`` as the encoder uses it)."""
-    from .templates.template import constant_cache
+    from .templates.template import token_cache
 
     options = {"train_on_prompt": train_on_prompt, "mask_history": mask_history, "packing": packing}
     stats = LengthStats()
-    with constant_cache(tokenizer):
+    with token_cache(tokenizer):
         for record in records:
             lengths = _record_lengths(record, stage, template, tokenizer, cutoff_len, options)
             if lengths is not None:

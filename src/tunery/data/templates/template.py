@@ -72,8 +72,7 @@ def _fill(slot: Slot, **values: str) -> list:
 
 
 # ---------------------------------------------------------------- token conversion (with a per-tokenizer cache)
-_ACTIVE_CACHES: dict = {}  # id(tokenizer) -> {text or Special/Token element: ids}, only inside constant_cache()
-_PREFETCHED: dict = {}  # id(tokenizer) -> {text: ids}, only inside prefetched()
+_ACTIVE_CACHES: dict = {}  # id(tokenizer) -> {text or Special/Token element: ids}, only inside token_cache()
 
 
 def _fast_backend(tokenizer):
@@ -87,23 +86,13 @@ def _fast_backend(tokenizer):
 def text_encoder(tokenizer):
     """Return ``f(text) -> ids`` equal to ``tokenizer.encode(text, add_special_tokens=False)``.
 
-    Uses the Rust backend directly for fast tokenizers, which skips the Python overhead of ``encode`` but produces
-    the same ids; inside :func:`prefetched` the prefetched texts are answered from their batched encoding.
+    Uses the Rust backend directly for fast tokenizers (no truncation/padding configured on it), which skips the
+    Python overhead of ``encode`` but produces the same ids.
     """
     backend = _fast_backend(tokenizer)
     if backend is not None:
-        single = lambda text: backend.encode(text, add_special_tokens=False).ids  # noqa: E731
-    else:
-        single = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-    memo = _PREFETCHED.get(id(tokenizer))
-    if memo is None:
-        return single
-
-    def encode(text: str) -> list[int]:
-        ids = memo.get(text)
-        return ids if ids is not None else single(text)
-
-    return encode
+        return lambda text: backend.encode(text, add_special_tokens=False).ids
+    return lambda text: tokenizer.encode(text, add_special_tokens=False)
 
 
 def batch_text_encoder(tokenizer):
@@ -118,47 +107,31 @@ def batch_text_encoder(tokenizer):
 
 
 def tokenize_texts(tokenizer, texts) -> dict[str, list[int]]:
-    """{text: ids} for the distinct non-empty ``texts``, from one batched call (what :func:`prefetched` holds)."""
+    """{text: ids} for the distinct non-empty ``texts``, from one batched call (to hand to :func:`token_cache`)."""
     unique = [t for t in dict.fromkeys(texts) if t]
     return dict(zip(unique, batch_text_encoder(tokenizer)(unique))) if unique else {}
 
 
 @contextmanager
-def prefetched(tokenizer, texts=(), memo: dict | None = None):
-    """Within the block, :func:`text_encoder` answers ``texts`` (or the texts of a ready ``memo`` from
-    :func:`tokenize_texts`) from one batched encoding: the encoders of a chunk of records prefetch the texts they
-    are about to encode."""
-    key = id(tokenizer)
-    outer = _PREFETCHED.get(key)
-    merged = dict(outer or {})
-    merged.update(memo if memo is not None else tokenize_texts(tokenizer, [t for t in texts if t not in merged]))
-    _PREFETCHED[key] = merged
-    try:
-        yield
-    finally:
-        if outer is None:
-            _PREFETCHED.pop(key, None)
-        else:
-            _PREFETCHED[key] = outer
-
-
-@contextmanager
-def constant_cache(tokenizer):
-    """Within the block, the ids of fixed slot texts (no placeholder) are computed once per tokenizer.
+def token_cache(tokenizer, known: dict[str, list[int]] | None = None):
+    """Within the block, encoding with this tokenizer answers the texts of ``known`` (from :func:`tokenize_texts`:
+    the encoders of a chunk of records tokenize its texts in one call first) from it, and computes the ids of fixed
+    slot texts (no placeholder), special tokens and named tokens once.
 
     The caller promises not to change the tokenizer's vocabulary inside the block (encode_dataset does not)."""
     key = id(tokenizer)
-    if key in _ACTIVE_CACHES:  # nested
+    if key in _ACTIVE_CACHES:  # nested: the outer block's cache, and these texts with it
+        _ACTIVE_CACHES[key].update(known or {})
         yield
         return
-    _ACTIVE_CACHES[key] = {}
+    _ACTIVE_CACHES[key] = dict(known or {})
     try:
         yield
     finally:
         _ACTIVE_CACHES.pop(key, None)
 
 
-def _constant_cache(tokenizer) -> dict | None:
+def _token_cache(tokenizer) -> dict | None:
     return _ACTIVE_CACHES.get(id(tokenizer))
 
 
@@ -332,13 +305,12 @@ class Template:
             if isinstance(elem, str):
                 if not elem:
                     continue
-                if cache is not None and elem in self.constants:
-                    hit = cache.get(elem)
-                    if hit is None:
-                        hit = cache[elem] = encode(elem)
-                    ids += hit
-                else:
-                    ids += encode(elem)
+                hit = cache.get(elem) if cache is not None else None
+                if hit is None:
+                    hit = encode(elem)
+                    if cache is not None and elem in self.constants:
+                        cache[elem] = hit
+                ids += hit
             elif isinstance(elem, (Token, Special)):
                 token_id = cache.get(elem, _MISSING) if cache is not None else _MISSING
                 if token_id is _MISSING:
@@ -354,7 +326,7 @@ class Template:
     def texts(self, messages: list[dict], system: str | None = None, tools: str | None = None,
               multiturn: bool = True, discard_history_cot: bool = False) -> list[str]:
         """The texts :meth:`encode_multiturn` (or :meth:`encode_oneturn`) tokenizes for these messages, constant slot
-        texts left out: what a batch of records can prefetch in one call (:func:`prefetched`)."""
+        texts left out: what a chunk of records can tokenize in one call (:func:`tokenize_texts`)."""
         if multiturn:
             groups = self._multiturn_elements(messages, system, tools, discard_history_cot)
         else:
@@ -364,7 +336,7 @@ class Template:
     def encode_multiturn(self, tokenizer, messages: list[dict], system: str | None = None,
                          tools: str | None = None, discard_history_cot: bool = False) -> list[tuple[list[int], list[int]]]:
         """(prompt_ids, response_ids) for each user/assistant pair, as LLaMA-Factory's ``encode_multiturn``."""
-        encode, cache = text_encoder(tokenizer), _constant_cache(tokenizer)
+        encode, cache = text_encoder(tokenizer), _token_cache(tokenizer)
         ids = [self._to_ids(tokenizer, elems, encode, cache)
                for elems in self._multiturn_elements(messages, system, tools, discard_history_cot)]
         return [(ids[i], ids[i + 1]) for i in range(0, len(ids), 2)]
@@ -372,7 +344,7 @@ class Template:
     def encode_oneturn(self, tokenizer, messages: list[dict], system: str | None = None,
                        tools: str | None = None) -> tuple[list[int], list[int]]:
         """(prompt_ids, response_ids): everything before the last message, and the last message."""
-        encode, cache = text_encoder(tokenizer), _constant_cache(tokenizer)
+        encode, cache = text_encoder(tokenizer), _token_cache(tokenizer)
         prompt, response = self._oneturn_elements(messages, system, tools)
         return self._to_ids(tokenizer, prompt, encode, cache), self._to_ids(tokenizer, response, encode, cache)
 
