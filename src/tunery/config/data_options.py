@@ -58,7 +58,7 @@ OPTIONS = [
     Option("padding_free", "bool", None, "Train on each batch as one row without padding: the examples are "
            "concatenated and kept apart by their position_ids (block-diagonal attention), so no compute goes to pad "
            "tokens and the loss is the padded batch's (sft; with packing only as neat_packing). Unset: on when a "
-           "quick check shows the model keeps the examples apart (not under DeepSpeed/FSDP).", G, advanced=True),
+           "quick check shows the model keeps the examples apart (not under DeepSpeed/FSDP or with NEFTune).", G, advanced=True),
     Option("tool_format", "str", None, "Tool-call format to use instead of the template's own.", G, advanced=True),
     Option("default_system", "str", None, "System prompt used when a record has none (overrides the template's).",
            G),
