@@ -40,6 +40,11 @@ def make_cfg(model_dir, data_dir, tmp_path, **over):
     return parse_config("train", overrides={k: v for k, v in values.items() if v is not None})
 
 
+def as_dicts(data):
+    """The examples of a split (a memory-mapped Dataset) as plain dicts."""
+    return None if data is None else [dict(example) for example in data]
+
+
 def prepare(cfg, tokenizer):
     from tunery.data.template_select import resolve_template
 
@@ -56,12 +61,12 @@ def test_save_then_reload_skips_loading(tiny_llama3_dir, tokenizer, data_dir, tm
 
     (data_dir / "identity.json").unlink()  # the second run must not read the data at all
     second = prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path), tokenizer)
-    assert second.from_cache and second.train == first.train and second.eval == first.eval
+    assert second.from_cache and as_dicts(second.train) == as_dicts(first.train) and as_dicts(second.eval) == as_dicts(first.eval)
     assert second.placeholders == first.placeholders  # saved with the data
 
     # LLaMA-Factory's workflow: later runs name only tokenized_path
     only_path = make_cfg(tiny_llama3_dir, data_dir, tmp_path, dataset=None, val_size=None)
-    assert not only_path.dataset and prepare(only_path, tokenizer).train == first.train
+    assert not only_path.dataset and as_dicts(prepare(only_path, tokenizer).train) == as_dicts(first.train)
 
 
 def test_overwrite_cache_and_changed_options(tiny_llama3_dir, tokenizer, data_dir, tmp_path):
@@ -69,9 +74,9 @@ def test_overwrite_cache_and_changed_options(tiny_llama3_dir, tokenizer, data_di
     rows = json.loads((data_dir / "identity.json").read_text())
     rows[0]["output"] = "Changed answer."
     (data_dir / "identity.json").write_text(json.dumps(rows))
-    assert prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path), tokenizer).train == first.train  # reused
+    assert as_dicts(prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path), tokenizer).train) == as_dicts(first.train)  # reused
     again = prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, overwrite_cache=True), tokenizer)
-    assert not again.from_cache and again.train != first.train
+    assert not again.from_cache and as_dicts(again.train) != as_dicts(first.train)
 
     with pytest.raises(ConfigError, match=r"other options \(cutoff_len 128 → 64\).*overwrite_cache"):
         prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, cutoff_len=64), tokenizer)
@@ -81,7 +86,7 @@ def test_packed_rows_round_trip(tiny_llama3_dir, tokenizer, data_dir, tmp_path):
     cfg = make_cfg(tiny_llama3_dir, data_dir, tmp_path, neat_packing=True, val_size=None)
     first = prepare(cfg, tokenizer)
     second = prepare(cfg, tokenizer)
-    assert second.from_cache and second.train == first.train and "position_ids" in second.train[0]
+    assert second.from_cache and as_dicts(second.train) == as_dicts(first.train) and "position_ids" in second.train[0]
     assert second.packing == first.packing and second.num_examples == 20
     # a later run naming only tokenized_path must pack too (the rows need the packed collator)
     with pytest.raises(ConfigError, match="holds packed sequences but packing is off"):
