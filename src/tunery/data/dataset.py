@@ -197,6 +197,16 @@ def _encode_split(cfg, records, template, tokenizer, folder: str, prefix: str):
                            num_workers=_workers(cfg.preprocessing_num_workers, len(records)))
 
 
+def encode_to_dataset(cfg, records, template, tokenizer, stage: str):
+    """``records`` encoded for ``stage`` (eval-only runs, predict) with cutoff_len as it is: a memory-mapped Dataset
+    in a temporary folder."""
+    from tunery.data.encoded import encode_to_arrow
+
+    return encode_to_arrow(records, stage, template, tokenizer, cfg.cutoff_len, _scratch_folder(), stage,
+                           train_on_prompt=cfg.train_on_prompt, mask_history=cfg.mask_history,
+                           num_workers=_workers(cfg.preprocessing_num_workers, len(records))).dataset
+
+
 def _scratch_folder() -> str:
     """A temporary folder for encodings that are not cached (preview); removed when the process exits."""
     import atexit
@@ -322,7 +332,10 @@ def prepare_datasets(cfg, tokenizer, template) -> PreparedData:
     else:
         workdir = encoding_cache.new_workdir(key)
         try:
-            prepared = encode_loaded(cfg, load_records(cfg), template, tokenizer, folder=workdir)
+            from tunery.data.record_store import load_to_arrow
+
+            prepared = encode_loaded(cfg, load_to_arrow(cfg, workdir), template, tokenizer, folder=workdir)
+            os.remove(os.path.join(workdir, "records.arrow"))  # the records are encoded: only the examples stay
             meta = {"options": options, "dropped": prepared.dropped, "placeholders": prepared.placeholders,
                     "num_examples": prepared.num_examples, "packing": prepared.packing, "files": prepared.files}
             entry = encoding_cache.commit(key, workdir, meta)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from itertools import islice
 from typing import TextIO
 
 from .records import IGNORE_INDEX
@@ -219,13 +220,13 @@ def preview(cfg, stream: TextIO | None = None, color: bool | None = None) -> dic
     summary = build_summary(cfg, loaded, prepared, template, tokenizer)
     num = max(0, int(cfg.preview_num))
     if cfg.preview_format == "json":
-        for i, item in enumerate(prepared.train[:num]):
+        for i, item in enumerate(islice(prepared.train, num)):
             print(json.dumps({"index": i, **item}, ensure_ascii=False), file=stream)
         print(json.dumps({"summary": summary}, ensure_ascii=False), file=stream)
         return summary
     out = _Out(stream, color)
     if cfg.stage == "pt":
-        for i, example in enumerate(prepared.train[:num]):
+        for i, example in enumerate(islice(prepared.train, num)):
             _show_block(out, i, len(prepared.train), example, tokenizer)
     else:
         for i, record in enumerate(loaded.train[:num]):

@@ -292,7 +292,7 @@ def run_ppo(cfg) -> None:
                           "do_predict)")
     tokenizer = load_tokenizer(cfg)
     template = resolve_template(cfg, tokenizer)
-    prompts = [e["input_ids"] for e in prepare_datasets(cfg, tokenizer, template).train]
+    prompts = prepare_datasets(cfg, tokenizer, template).train["input_ids"]  # a lazy column of the mapped Dataset
     args = training_arguments(cfg)
     resume = prepare_output_dir(cfg)
 

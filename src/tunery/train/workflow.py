@@ -31,10 +31,10 @@ class Stage:
 
 
 def _encode(cfg, records, template, tokenizer, stage: str):
-    from tunery.data.encode import encode_dataset
+    """The records encoded for ``stage`` as a memory-mapped Dataset (Arrow files in a temporary folder)."""
+    from tunery.data.dataset import encode_to_dataset
 
-    return encode_dataset(records, stage, template, tokenizer, cfg.cutoff_len, train_on_prompt=cfg.train_on_prompt,
-                          mask_history=cfg.mask_history)
+    return encode_to_dataset(cfg, records, template, tokenizer, stage)
 
 
 def _evaluation_records(cfg, stage: str):
