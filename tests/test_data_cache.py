@@ -148,3 +148,76 @@ def test_empty_responses_are_dropped_and_counted(tiny_llama3_dir, tokenizer, dat
     _write(data_dir, rows)
     prepared = prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, val_size=None, tokenized_path=None), tokenizer)
     assert len(prepared.train) == 5 and prepared.dropped == {"identity: empty response": 1}
+
+
+# ---------------------------------------------------------------- the encoding cache (no tokenized_path)
+def _encodes(monkeypatch):
+    """Counts the encoder's runs (a cache hit must not encode at all)."""
+    from tunery.data import encoded
+
+    calls = []
+    real = encoded.encode_to_arrow
+
+    def counting(*args, **kwargs):
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(encoded, "encode_to_arrow", counting)
+    return calls
+
+
+def test_cache_hit_skips_encoding_and_any_changed_input_re_encodes(tiny_llama3_dir, tiny_qwen_dir, data_dir,
+                                                                  tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    import datasets.config
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    calls = _encodes(monkeypatch)
+    llama = AutoTokenizer.from_pretrained(tiny_llama3_dir)
+    cfg = dict(tokenized_path=None, val_size=None)
+
+    first = prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, **cfg), llama)
+    assert not first.from_cache and len(calls) == 1 and first.cache_entry.startswith(str(tmp_path / "hf-cache"))
+    second = prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, **cfg), llama)
+    assert second.from_cache and len(calls) == 1  # straight from the cache: not encoded again
+    assert as_dicts(second.train) == as_dicts(first.train) and second.placeholders == first.placeholders
+
+    assert not prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, overwrite_cache=True, **cfg), llama).from_cache
+    assert len(calls) == 2
+
+    changes = {  # each changed input re-encodes by itself
+        "cutoff_len": lambda: prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, cutoff_len=64, **cfg), llama),
+        "template": lambda: prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, template="default", **cfg), llama),
+        "tokenizer": lambda: prepare(make_cfg(tiny_qwen_dir, data_dir, tmp_path, template="qwen", **cfg),
+                                     AutoTokenizer.from_pretrained(tiny_qwen_dir)),
+    }
+    for name, run in changes.items():
+        before = len(calls)
+        assert not run().from_cache and len(calls) == before + 1, name
+        assert run().from_cache and len(calls) == before + 1, name  # and that encoding is cached in turn
+
+    rows = json.loads((data_dir / "identity.json").read_text())
+    rows[0]["output"] = "Changed answer."
+    (data_dir / "identity.json").write_text(json.dumps(rows))
+    changed = prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, **cfg), llama)
+    assert not changed.from_cache and len(calls) == 6
+    assert as_dicts(changed.train) != as_dicts(first.train) and len(changed.train) == len(first.train)
+
+
+def test_encoded_examples_are_memory_mapped_arrow(tiny_llama3_dir, tokenizer, data_dir, tmp_path, monkeypatch):
+    import datasets.config
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    prepared = prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, tokenized_path=None), tokenizer)
+    for split in (prepared.train, prepared.eval):
+        assert split.cache_files and all(f["filename"].startswith(prepared.cache_entry) for f in split.cache_files)
+        assert split.data.nbytes > 0 and not split._indices  # a table over the mapped files, no copy
+    # the same examples the per-record encoder gives
+    from tunery.data.template_select import resolve_template
+
+    cfg = make_cfg(tiny_llama3_dir, data_dir, tmp_path, tokenized_path=None)
+    records = load_records(cfg)
+    expected = encode_records(cfg, records.train, resolve_template(cfg, tokenizer), tokenizer)
+    assert as_dicts(prepared.train) == list(expected)
