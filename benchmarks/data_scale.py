@@ -24,6 +24,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,7 @@ def lf_run(records: int) -> dict | None:
 def tunery_run(records: int, cached: bool) -> dict:
     """``tunery train`` under GNU time; ``cached``: without overwrite_cache (the second run on the same data)."""
     out = WORK / f"tunery-out-{records}"
+    shutil.rmtree(out, ignore_errors=True)  # the first trainer_log.jsonl line must be this run's
     log = WORK / f"tunery-{records}{'-cached' if cached else ''}.log"
     timing = WORK / "time.txt"
     cmd = [common.TIME_BIN, "-v", "-o", str(timing), *common.tunery_cmd(), "train", str(CONFIG),
