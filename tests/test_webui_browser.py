@@ -21,10 +21,11 @@ pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
-def board(tmp_path_factory):
+def board(tmp_path_factory, tiny_llama3_dir):
     from tunery.webui import create_app
 
-    demo = create_app(str(tmp_path_factory.mktemp("saves")), poll_seconds=0.5)
+    demo = create_app(str(tmp_path_factory.mktemp("saves")), {"webui_allowed_paths": [str(tiny_llama3_dir)]},
+                      poll_seconds=0.5)
     yield demo, launch_gradio(demo)
     runner = demo.board.runner
     if runner.status().get("state") in ("running", "stopping"):

@@ -148,8 +148,9 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
                       "training option as a field, data preview, command and YAML, live progress, log and loss), "
                       "Evaluate & Predict, Chat and Export share a top bar (model, adapter/checkpoint from the saves "
                       "folder — --saves_dir, TUNERY_SAVES_DIR or ./saves — finetuning type, template, language). "
-                      "Binds 127.0.0.1 unless GRADIO_SERVER_NAME is set; GRADIO_SERVER_PORT and GRADIO_SHARE are "
-                      "honoured."),
+                      "Pages reach only the saves folder, the dataset folder, the config's model folders and "
+                      "webui_allowed_paths; webui_auth asks for a login. Binds 127.0.0.1 unless GRADIO_SERVER_NAME "
+                      "is set; GRADIO_SERVER_PORT and GRADIO_SHARE are honoured."),
     "api": (_api, "Serve an OpenAI-compatible API: GET /v1/models, POST /v1/chat/completions (streaming, tools), "
                   "POST /v1/score/evaluation (stage: rm). Environment: API_HOST (default 127.0.0.1), API_PORT "
                   "(8000), API_KEY (Bearer token), API_MODEL_NAME."),

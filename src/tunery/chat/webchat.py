@@ -13,6 +13,7 @@ from typing import Optional
 from tunery.errors import TuneryError
 
 _TRUE = ("1", "true", "yes", "on")
+FOOTER = ["gradio", "settings"]  # no "api" link: the board's handlers are not a public API
 
 
 def _plain(history) -> list[dict]:
@@ -58,10 +59,10 @@ def build_demo(engines: list, labels: list[str], cfg, title: Optional[str] = Non
                               font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
     context = min(getattr(e, "context_length", 4096) for e in engines)
     sampled = bool(cfg.do_sample)
-    with gr.Blocks(title="Tunery chat", theme=theme, analytics_enabled=False) as demo:
+    with gr.Blocks(title="Tunery chat", analytics_enabled=False) as demo:
         gr.Markdown(f"### Tunery chat — {title or cfg.model_name_or_path}")
         with gr.Row():
-            bots = [gr.Chatbot(type="messages", label=label, height=420, elem_id=f"chatbot-{k}", allow_tags=False)
+            bots = [gr.Chatbot(label=label, height=420, elem_id=f"chatbot-{k}", allow_tags=False)
                     for k, label in enumerate(labels)]
         system = gr.Textbox(label="System prompt", value=cfg.default_system or "", lines=2, elem_id="system")
         with gr.Row():
@@ -91,6 +92,7 @@ def build_demo(engines: list, labels: list[str], cfg, title: Optional[str] = Non
             trigger(add_user, inputs, inputs, queue=False).then(
                 respond, [system, max_new, temperature, top_p, *bots], [*bots, speed])
         clear.click(lambda: tuple([[] for _ in bots] + [""]), None, [*bots, speed], queue=False)
+    demo.launch_kwargs = {"theme": theme, "footer_links": FOOTER}  # Gradio 6 takes these at launch
     return demo
 
 
@@ -130,7 +132,7 @@ def run_webchat(cfg) -> int:
     demo = create_demo(cfg)
     options = launch_options()
     try:
-        demo.queue().launch(inbrowser=False, show_api=False, **options)
+        demo.queue().launch(inbrowser=False, **demo.launch_kwargs, **options)
     except OSError as err:
         raise TuneryError(f"cannot start the web chat on {options['server_name']}:{options['server_port'] or 7860} "
                           f"({err}) — set GRADIO_SERVER_PORT to a free port") from None

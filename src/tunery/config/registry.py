@@ -30,6 +30,7 @@ COMMAND_GROUPS = {
     "export": ("model", "data", "method", "export"),
     "preview": ("model", "data", "method", "preview"),
     "eval": ("model", "data", "method", "eval", "compare"),
+    "webui": ("webui",),
 }
 
 

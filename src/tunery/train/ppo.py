@@ -206,6 +206,8 @@ class PpoRunner:
         from safetensors.torch import load_file
         from transformers import TrainerState
 
+        from tunery.train.checkpoints import safe_load
+
         if self.cfg.finetuning_type == "lora":
             from peft import set_peft_model_state_dict
 
@@ -213,9 +215,9 @@ class PpoRunner:
         else:
             self.policy.load_state_dict(load_file(os.path.join(path, "model.safetensors")), strict=False)
         self.value_head.load_state_dict(load_file(os.path.join(path, VALUE_HEAD_FILE)))
-        self.optimizer.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), weights_only=False))
-        self.scheduler.load_state_dict(torch.load(os.path.join(path, "scheduler.pt"), weights_only=False))
-        rng = torch.load(os.path.join(path, "rng_state.pth"), weights_only=False)
+        self.optimizer.load_state_dict(safe_load(os.path.join(path, "optimizer.pt")))
+        self.scheduler.load_state_dict(safe_load(os.path.join(path, "scheduler.pt")))
+        rng = safe_load(os.path.join(path, "rng_state.pth"))
         torch.set_rng_state(rng["torch"])
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])

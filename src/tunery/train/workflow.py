@@ -6,6 +6,7 @@ A stage module only says which Trainer class, collator and model head it uses (a
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,6 +123,10 @@ def run_stage(cfg, stage: Stage) -> None:
     if cfg.do_train:
         try:
             result = trainer.train(resume_from_checkpoint=resume)
+        except pickle.UnpicklingError:  # transformers loads with weights_only=True and refused a file
+            from tunery.train.checkpoints import refused_file, unsafe_file
+
+            raise (unsafe_file(resume) if resume else None) or refused_file(resume or cfg.output_dir) from None
         finally:
             interrupt.restore()
         if interrupt.stopped_at is not None:

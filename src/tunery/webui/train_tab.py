@@ -11,6 +11,7 @@ from tunery.webui import fields as F
 from tunery.webui.board import Board, Form, default_dataset_dir, default_output_dir
 from tunery.webui.locales import t
 from tunery.webui.runner import loss_points, tail
+from tunery.webui.sandbox import save_config
 from tunery.webui.views import error_note, loss_frame, progress_html, render_preview, status_markdown
 
 KIND = "train"
@@ -109,7 +110,9 @@ def build(board: Board, lang: str = "en") -> dict:
 
     def on_start(previously, auto, *args):
         values, made = run_values(form, args, auto)
-        _, problem = F.validate(KIND, values)
+        problem = board.outside(values)
+        if not problem:
+            _, problem = F.validate(KIND, values)
         updates, bad = form.flags(problem, previously)
         text, yaml_text = F.command_text(KIND, values), F.yaml_text(values)
         if problem:
@@ -130,6 +133,7 @@ def build(board: Board, lang: str = "en") -> dict:
     def on_preview(previously, *args):
         values = form.values(args)
         try:
+            board.sandbox.check_values(values, write=False)
             body, summary = render_preview(values)
         except TuneryError as err:
             updates, bad = form.flags(str(err), previously)
@@ -142,7 +146,12 @@ def build(board: Board, lang: str = "en") -> dict:
                             [extras["preview_html"], extras["preview_summary"], flagged, *form.inputs])
 
     def on_dataset_dir(folder):
-        found, problem = dataset_names(folder)
+        try:
+            if folder != "ONLINE":
+                board.sandbox.readable(str(folder or "data"), "option 'dataset_dir'")
+            found, problem = dataset_names(folder)
+        except TuneryError as err:
+            found, problem = [], str(err)
         mark = (gr.update(info=f"⚠ {problem}", elem_classes=[F.INVALID_CLASS]) if problem else
                 gr.update(info=form.helps()["dataset_dir"], elem_classes=[]))
         return gr.update(choices=found), gr.update(choices=found), mark
@@ -153,9 +162,10 @@ def build(board: Board, lang: str = "en") -> dict:
     def on_save(file, *args):
         values = train_values(form, args)
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(file)), exist_ok=True)
-            with open(file, "w", encoding="utf-8") as fh:
-                fh.write(F.yaml_text(values))
+            target = board.sandbox.config_to_save(str(file or ""))
+            save_config(target, F.yaml_text(values))
+        except TuneryError as err:
+            return error_note(err)
         except OSError as err:
             return error_note(f"cannot write {file}: {err.strerror} — choose another config file")
         return f"saved `{file}`"
@@ -172,7 +182,7 @@ def build(board: Board, lang: str = "en") -> dict:
 
     def on_load(file):
         try:
-            given = read_config(str(file or ""))
+            given = read_config(board.sandbox.config_to_load(str(file or "")))
         except TuneryError as err:
             return (error_note(err), *[gr.skip()] * len(form.inputs))
         return (f"loaded `{file}`", *form_from(given))
