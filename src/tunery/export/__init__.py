@@ -71,15 +71,13 @@ def run_export(cfg) -> str:
     export_dir = T.begin(final_dir)
     try:
         _write(cfg, model, tokenizer, template, export_dir)
-    except OSError as err:
+    except BaseException as err:
         T.abandon(export_dir)
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise TuneryError(f"export_dir '{cfg.export_dir}': the disk is full — free some space and export again; "
-                              "an earlier export there is untouched") from None
-        raise
-    except BaseException:
-        T.abandon(export_dir)
-        raise
+        why = _write_problem(err)
+        if why is None:
+            raise
+        raise TuneryError(f"export_dir '{cfg.export_dir}': {why} and export again; an earlier export there is "
+                          "untouched") from None
     T.finish(export_dir, final_dir)
     kind = "pytorch_model*.bin" if cfg.export_legacy_format else "model*.safetensors"
     shards = glob.glob(os.path.join(final_dir, kind))
@@ -89,6 +87,21 @@ def run_export(cfg) -> str:
     if cfg.export_hub_model_id:
         push_to_hub(final_dir, cfg.export_hub_model_id, cfg.hf_hub_token)
     return final_dir
+
+
+def _write_problem(err: BaseException) -> str | None:
+    """What went wrong writing the export, for one line (None: not a write error — it propagates)."""
+    import re
+
+    code = err.errno if isinstance(err, OSError) else None
+    if code is None and type(err).__name__ == "SafetensorError":  # safetensors' Rust I/O errors: "... (os error N)"
+        found = re.search(r"os error (\d+)", str(err))
+        code = int(found.group(1)) if found else None
+    if code is None:
+        return None
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full — free some space"
+    return f"cannot write there ({os.strerror(code)}) — fix that"
 
 
 def _size_ratio(cfg) -> float:

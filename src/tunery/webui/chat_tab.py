@@ -80,7 +80,7 @@ def build(board: Board, lang: str = "en") -> dict:
     clear = board.word(gr.Button(t("clear", lang), elem_id="chat-clear"), "clear", "value")
     flagged = gr.State([])
 
-    def on_load(previously, lang_now, with_base, *top):
+    def on_load_model(previously, lang_now, with_base, *top):
         values = {**top_overrides(*top), "compare": bool(with_base)}
         yield (f"loading {values.get('model_name_or_path', '')} …", gr.skip(), gr.skip(), previously,
                *[gr.skip()] * 4)
@@ -95,7 +95,7 @@ def build(board: Board, lang: str = "en") -> dict:
         yield (f"loaded {what}", gr.update(label=labels[0], value=[]),
                gr.update(visible=len(labels) > 1, label=labels[-1], value=[]), bad, *updates)
 
-    load.click(on_load, [flagged, board.lang_box, compare, *board.top_components()],
+    load.click(on_load_model, [flagged, board.lang_box, compare, *board.top_components()],
                [status, *bots, flagged, *board.top_components()], concurrency_limit=1)
 
     def on_unload():
