@@ -80,8 +80,8 @@ def check_export_target(export_dir: str, overwrite: bool, needed_bytes: int = 0)
             raise TuneryError(f"export_dir '{export_dir}' holds files Tunery did not write ({shown}) — choose an "
                               "empty or new folder; nothing was changed")
         if not overwrite:
-            raise TuneryError(f"export_dir '{export_dir}' holds an earlier Tunery export — set export_overwrite: true "
-                              "to replace it, or choose another folder")
+            raise TuneryError(f"export_dir '{export_dir}' holds an earlier Tunery export — set export_overwrite: "
+                              "true to replace it, or choose another folder")
     parent = _existing_ancestor(os.path.dirname(target))
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
         raise TuneryError(f"export_dir '{export_dir}': cannot write in '{parent}' (permission denied) — choose a "
@@ -89,8 +89,8 @@ def check_export_target(export_dir: str, overwrite: bool, needed_bytes: int = 0)
     if needed_bytes:
         free = shutil.disk_usage(parent).free
         if free < needed_bytes:
-            raise TuneryError(f"export_dir '{export_dir}': the disk holding '{parent}' has {free / 2**30:.2f} GiB free, "
-                              f"the export needs about {needed_bytes / 2**30:.2f} GiB — free some space or choose "
+            raise TuneryError(f"export_dir '{export_dir}': the disk holding '{parent}' has {free / 2**30:.2f} GiB "
+                              f"free, the export needs about {needed_bytes / 2**30:.2f} GiB — free some space or choose "
                               "another disk")
     return target
 
