@@ -314,7 +314,7 @@ def poisoned(path: Path, flag: Path) -> None:
 
 
 def test_safe_load_refuses_code_in_a_pickle(tmp_path):
-    from tunery.train.checkpoints import safe_load, unsafe_file
+    from tunery.utils.safe_load import safe_load, unsafe_file
 
     flag = tmp_path / "pwned"
     poisoned(tmp_path / "optimizer.pt", flag)
@@ -350,6 +350,24 @@ def test_sft_resume_from_a_poisoned_checkpoint_is_one_line(tiny_llama3_dir, tmp_
     err = capsys.readouterr().err
     assert code == 2 and one_error_line(err), err
     assert "optimizer.pt: refused to read it" in err and not flag.exists()
+
+
+def test_poisoned_bin_weights_of_a_model_or_adapter_are_one_line(tiny_llama3_dir, tiny_llama3_lora, tmp_path, capsys):
+    flag = tmp_path / "pwned"
+    model = tmp_path / "model"
+    shutil.copytree(tiny_llama3_dir, model)
+    (model / "model.safetensors").unlink()
+    poisoned(model / "pytorch_model.bin", flag)
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_llama3_lora, adapter)
+    (adapter / "adapter_model.safetensors").unlink()
+    poisoned(adapter / "adapter_model.bin", flag)
+    for argv, name in (([str(model)], model / "pytorch_model.bin"),
+                       ([str(tiny_llama3_dir), "--adapter_name_or_path", str(adapter)], adapter / "adapter_model.bin")):
+        code = main(["chat", "--template", "llama3", "--model_name_or_path", *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and one_error_line(err), err
+        assert f"{name}: refused to read it" in err and not flag.exists()
 
 
 # ====================================================================== the API: bounded work per request

@@ -114,14 +114,26 @@ def load_adapters(model, cfg, is_trainable: bool):
     to_merge, to_resume = (adapters[:-1], adapters[-1]) if resume else (adapters, None)
     for path in to_merge:
         _check_adapter_base(model, path)
-        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        model = _peft_load(PeftModel, model, path).merge_and_unload()
     if to_merge:
         logger.info("merged %d adapter(s): %s", len(to_merge), ", ".join(to_merge))
     if to_resume:
         _check_adapter_base(model, to_resume)
-        model = PeftModel.from_pretrained(model, to_resume, is_trainable=True)
+        model = _peft_load(PeftModel, model, to_resume, is_trainable=True)
         logger.info("continuing training of adapter %s", to_resume)
     return model
+
+
+def _peft_load(peft_class, model, path: str, **kwargs):
+    """PeftModel.from_pretrained; an adapter_model.bin that weights_only loading refuses is one line naming it."""
+    import pickle
+
+    try:
+        return peft_class.from_pretrained(model, path, **kwargs)
+    except pickle.UnpicklingError:
+        from tunery.utils.safe_load import refused_file, unsafe_file
+
+        raise unsafe_file(path) or refused_file(path) from None
 
 
 def setup_lora(model, cfg):

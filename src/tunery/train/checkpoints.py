@@ -199,39 +199,3 @@ def check_fits_model(path: str, model) -> None:
             raise TuneryError(f"checkpoint '{path}' does not fit the model being trained: {key} is {list(shape)} "
                               f"there and {list(own[key])} here (another model or lora_rank) — {fix}")
 
-
-# ---------------------------------------------------------------- reading pickled states without running code
-_PICKLED = (".pt", ".pth", ".bin")
-
-
-def refused_file(path: str) -> TuneryError:
-    return TuneryError(f"{path}: refused to read it — it holds Python objects besides tensors and numbers, so "
-                       "loading it could run code (checkpoints Tunery writes never do); resume from a checkpoint "
-                       "you made yourself, or delete this one")
-
-
-def safe_load(path: str):
-    """`torch.load` with weights_only=True (tensors, numbers, numpy RNG states); anything else is one line."""
-    import pickle
-
-    import torch
-    from transformers.trainer_pt_utils import safe_globals
-
-    try:
-        with safe_globals():
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise refused_file(path) from None
-
-
-def unsafe_file(folder: str) -> TuneryError | None:
-    """The one-line error for the first pickled file in a checkpoint that weights_only loading refuses (None: none)."""
-    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-        if name.endswith(_PICKLED):
-            try:
-                safe_load(os.path.join(folder, name))
-            except TuneryError as err:
-                return err
-            except Exception:  # noqa: BLE001 - a corrupt file is not this check's concern
-                continue
-    return None

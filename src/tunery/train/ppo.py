@@ -206,7 +206,7 @@ class PpoRunner:
         from safetensors.torch import load_file
         from transformers import TrainerState
 
-        from tunery.train.checkpoints import safe_load
+        from tunery.utils.safe_load import safe_load
 
         if self.cfg.finetuning_type == "lora":
             from peft import set_peft_model_state_dict

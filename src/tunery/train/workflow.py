@@ -124,7 +124,7 @@ def run_stage(cfg, stage: Stage) -> None:
         try:
             result = trainer.train(resume_from_checkpoint=resume)
         except pickle.UnpicklingError:  # transformers loads with weights_only=True and refused a file
-            from tunery.train.checkpoints import refused_file, unsafe_file
+            from tunery.utils.safe_load import refused_file, unsafe_file
 
             raise (unsafe_file(resume) if resume else None) or refused_file(resume or cfg.output_dir) from None
         finally:

@@ -122,12 +122,12 @@ class Board:
     def runs(self) -> list[tuple[str, str]]:
         return list_runs(self.saves_dir)
 
-    def outside(self, values: dict, write: bool = True) -> str | None:
+    def outside(self, values: dict) -> str | None:
         """The one-line refusal when `values` name a path outside the board's folders (None: all inside)."""
         from tunery.errors import TuneryError
 
         try:
-            self.sandbox.check_values(values, write=write)
+            self.sandbox.check_values(values)
         except TuneryError as err:
             return str(err)
         return None

@@ -18,7 +18,7 @@ def load_engines(board: Board, values: dict) -> str:
     """Load the engine(s) for validated `values` into the board (replacing any loaded ones); returns a summary."""
     from tunery.chat.engine import create_compare_engines, create_engine
 
-    problem = board.outside(values, write=False)
+    problem = board.outside(values)
     if not problem:
         cfg, problem = F.validate("webchat", values)
     if problem:

@@ -67,7 +67,9 @@ class Sandbox:
                allowed: Iterable[str] = ()) -> Sandbox:
         initial = initial or {}
         saves, extra = real(saves_dir), [real(p) for p in allowed]
-        reads = [saves, real(initial.get("dataset_dir") or dataset_dir), *extra]
+        reads = [saves, real(dataset_dir), *extra]
+        if initial.get("dataset_dir") and initial["dataset_dir"] != "ONLINE":
+            reads.append(real(initial["dataset_dir"]))
         for name in ("model_name_or_path", "adapter_name_or_path", "compare_model"):
             reads += [real(p) for p in _paths(initial.get(name)) if os.path.isdir(os.path.expanduser(p))]
         unique = tuple(dict.fromkeys(reads))
@@ -91,7 +93,7 @@ class Sandbox:
         return resolved
 
     # ------------------------------------------------------------ a run's option values
-    def check_values(self, values: dict, write: bool = True) -> None:
+    def check_values(self, values: dict) -> None:
         """Every path option of `values` inside the roots, and every local dataset file inside a read root."""
         from tunery.data.registry import ONLINE
 
@@ -99,7 +101,7 @@ class Sandbox:
             for path in _paths(values.get(name)):
                 if not is_hub_id(path) and not (name == "dataset_dir" and path == ONLINE):
                     self.readable(path, f"option '{name}'")
-        for name in WRITE_OPTIONS if write else ():
+        for name in WRITE_OPTIONS:
             for path in _paths(values.get(name)):
                 self.writable(path, f"option '{name}'")
         names = [*_paths(values.get("dataset")), *_paths(values.get("eval_dataset"))]

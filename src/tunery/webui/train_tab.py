@@ -133,7 +133,7 @@ def build(board: Board, lang: str = "en") -> dict:
     def on_preview(previously, *args):
         values = form.values(args)
         try:
-            board.sandbox.check_values(values, write=False)
+            board.sandbox.check_values(values)
             body, summary = render_preview(values)
         except TuneryError as err:
             updates, bad = form.flags(str(err), previously)
