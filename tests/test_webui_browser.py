@@ -107,7 +107,7 @@ def test_train_watch_and_chat(browser, board, tiny_llama3_dir):
     page.wait_for_function("document.querySelector('#train-progress [data-percent]')?.dataset.percent === '100'",
                            timeout=150_000)
     assert "5/5 · 100%" in page.locator("#train-progress").inner_text()
-    page.locator("#loss-plot canvas.marks").wait_for(timeout=30_000)
+    page.locator("#loss-plot .marks").wait_for(timeout=30_000)
     status = wait_text(page, "train-status", "finished", "failed", timeout=60_000)
     assert "finished" in status, status
     assert "train_runtime" in page.locator("#train-log textarea").input_value()

@@ -22,6 +22,9 @@ def _plain(history) -> list[dict]:
     for message in history or []:
         role = message["role"] if isinstance(message, dict) else getattr(message, "role", None)
         content = message["content"] if isinstance(message, dict) else getattr(message, "content", "")
+        if isinstance(content, list):  # Gradio 6: a list of parts, [{"type": "text", "text": ...}, ...]
+            texts = [part.get("text") for part in content if isinstance(part, dict) and part.get("type") == "text"]
+            content = "".join(t for t in texts if isinstance(t, str)) if texts else None
         if role in ("user", "assistant") and isinstance(content, str):
             turns.append({"role": role, "content": content})
     return turns
