@@ -83,7 +83,9 @@ def check_export_target(export_dir: str, overwrite: bool, needed_bytes: int = 0)
             raise TuneryError(f"export_dir '{export_dir}' holds an earlier Tunery export — set export_overwrite: "
                               "true to replace it, or choose another folder")
     parent = _existing_ancestor(os.path.dirname(target))
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+    if not os.path.isdir(parent):
+        raise TuneryError(f"export_dir '{export_dir}': '{parent}' is a file, not a folder — choose another place")
+    if not os.access(parent, os.W_OK | os.X_OK):
         raise TuneryError(f"export_dir '{export_dir}': cannot write in '{parent}' (permission denied) — choose a "
                           "folder you can write to")
     if needed_bytes:
