@@ -165,7 +165,8 @@ def test_board_export_never_writes_into_a_folder_of_other_files(board):
 
 
 def test_login_and_the_exposure_warning(tmp_path):
-    from tunery.webui.app import auth_pairs, exposure_warning, parse_argv
+    from tunery.chat.webchat import auth_pairs, exposure_warning
+    from tunery.webui.app import parse_argv
 
     assert auth_pairs("alice:s3cret, bob:pa:ss") == [("alice", "s3cret"), ("bob", "pa:ss")]
     with pytest.raises(TuneryError, match="USER:PASSWORD") as info:
@@ -182,21 +183,29 @@ def test_login_and_the_exposure_warning(tmp_path):
 
 
 def test_the_login_guards_the_launched_board(tmp_path):
+    """webui_auth's pairs as `tunery webui` passes them to Gradio's launch."""
     httpx = pytest.importorskip("httpx")
     from conftest import free_port
 
     from tunery.webui import create_app
+    from tunery.chat.webchat import login_settings
 
+    options = {"server_name": "127.0.0.1", "server_port": free_port(), "share": False}
+    login, warning = login_settings({"webui_auth": "alice:s3cret"}, options)
+    assert warning is None and login_settings({}, {**options, "server_name": "0.0.0.0"})[1].startswith("warning:")
     demo = create_app(str(tmp_path / "saves"))
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        auth=[("alice", "s3cret")], **demo.launch_kwargs)
+    port = options["server_port"]
+    demo.queue().launch(prevent_thread_lock=True, quiet=True, **login, **options, **demo.launch_kwargs)
     try:
         url = f"http://127.0.0.1:{port}"
         assert httpx.get(url + "/config", timeout=30).status_code == 401
         logged = httpx.post(url + "/login", data={"username": "alice", "password": "s3cret"}, timeout=30)
         assert logged.status_code == 200
         assert httpx.get(url + "/config", cookies=logged.cookies, timeout=30).status_code == 200
+        secret = tmp_path / "secret.txt"
+        secret.write_text("s")
+        for path in (secret, Path("/etc/passwd")):  # Gradio's own file route serves none of them, even logged in
+            assert httpx.get(f"{url}/gradio_api/file={path}", cookies=logged.cookies, timeout=30).status_code == 403
         wrong = httpx.post(url + "/login", data={"username": "alice", "password": "nope"}, timeout=30)
         assert wrong.status_code == 400
     finally:

@@ -112,6 +112,41 @@ def launch_options() -> dict:
     return {"server_name": host, "server_port": port, "share": share}
 
 
+def auth_pairs(value: str | None) -> list[tuple[str, str]] | None:
+    """webui_auth 'user:pass,user2:pass2' → Gradio's [(user, pass), ...] (None: no login)."""
+    if not value:
+        return None
+    pairs = [tuple(part.split(":", 1)) for part in str(value).split(",") if part.strip()]
+    if not pairs or any(len(p) != 2 or not p[0].strip() or not p[1] for p in pairs):
+        raise TuneryError("option 'webui_auth' expects USER:PASSWORD (several comma-separated), e.g. "
+                          "webui_auth: alice:s3cret — the value is not shown here")
+    return [(user.strip(), password) for user, password in pairs]
+
+
+def exposure_warning(options: dict, auth) -> str | None:
+    """The one-line warning for a page (board, web chat) reachable beyond this machine without a login (None: not)."""
+    import ipaddress
+
+    host = options.get("server_name") or "127.0.0.1"
+    try:
+        local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = False
+    if auth or (local and not options.get("share")):
+        return None
+    where = "a public gradio.live link (GRADIO_SHARE)" if options.get("share") else f"{host} (GRADIO_SERVER_NAME)"
+    return (f"warning: the page is reachable beyond this machine through {where} and has no login — whoever "
+            "reaches it can use the models (on the board also train, export and read the saves folder); set "
+            "webui_auth USER:PASSWORD")
+
+
+def login_settings(initial: dict, options: dict) -> tuple[dict, str | None]:
+    """(Gradio launch arguments for the login webui_auth asks for, the exposure warning or None)."""
+    auth = auth_pairs(initial.get("webui_auth"))
+    login = {"auth": auth, "auth_message": "Tunery: log in (webui_auth)"} if auth else {}
+    return login, exposure_warning(options, auth)
+
+
 def create_demo(cfg):
     """Load the engine(s) `cfg` asks for (two with compare) and build the app."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -132,10 +167,13 @@ def create_demo(cfg):
 
 
 def run_webchat(cfg) -> int:
-    demo = create_demo(cfg)
     options = launch_options()
+    login, warning = login_settings({"webui_auth": cfg.webui_auth}, options)
+    demo = create_demo(cfg)
+    if warning:
+        print(warning, flush=True)
     try:
-        demo.queue().launch(inbrowser=False, **demo.launch_kwargs, **options)
+        demo.queue().launch(inbrowser=False, **demo.launch_kwargs, **login, **options)
     except OSError as err:
         raise TuneryError(f"cannot start the web chat on {options['server_name']}:{options['server_port'] or 7860} "
                           f"({err}) — set GRADIO_SERVER_PORT to a free port") from None

@@ -54,7 +54,7 @@ OPTIONS = [
     Option("webui_allowed_paths", "list", None, "tunery webui: more folders (models, datasets, outputs) its pages may "
            "read and write, comma-separated; besides these only the saves folder, the dataset folder and the model "
            "and adapter folders of the config it starts with are reachable.", W),
-    Option("webui_auth", "str", None, "tunery webui: require a login, 'USER:PASSWORD' (several comma-separated); put it "
+    Option("webui_auth", "str", None, "tunery webui and webchat: require a login, 'USER:PASSWORD' (several comma-separated); put it "
            "in the config file rather than on the command line, where other local users can read it.", W),
 ]
 

@@ -156,35 +156,8 @@ def parse_argv(argv: list[str]) -> tuple[str | None, dict]:
 USAGE = "tunery webui [CONFIG.yaml] [--saves_dir DIR] [--webui_allowed_paths DIR,DIR] [--webui_auth USER:PASSWORD]"
 
 
-def auth_pairs(value: str | None) -> list[tuple[str, str]] | None:
-    """webui_auth 'user:pass,user2:pass2' → Gradio's [(user, pass), ...] (None: no login)."""
-    if not value:
-        return None
-    pairs = [tuple(part.split(":", 1)) for part in str(value).split(",") if part.strip()]
-    if not pairs or any(len(p) != 2 or not p[0].strip() or not p[1] for p in pairs):
-        raise TuneryError("option 'webui_auth' expects USER:PASSWORD (several comma-separated), e.g. "
-                          "webui_auth: alice:s3cret — the value is not shown here")
-    return [(user.strip(), password) for user, password in pairs]
-
-
-def exposure_warning(options: dict, auth) -> str | None:
-    """The one-line warning for a board reachable beyond this machine without a login (None when it is not)."""
-    import ipaddress
-
-    host = options.get("server_name") or "127.0.0.1"
-    try:
-        local = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        local = False
-    if auth or (local and not options.get("share")):
-        return None
-    where = "a public gradio.live link (GRADIO_SHARE)" if options.get("share") else f"{host} (GRADIO_SERVER_NAME)"
-    return (f"warning: the board is reachable beyond this machine through {where} and has no login — whoever reaches "
-            "it can train, export and read the saves folder; set webui_auth USER:PASSWORD")
-
-
 def run_webui(argv: list[str]) -> int:
-    from tunery.chat.webchat import launch_options
+    from tunery.chat.webchat import launch_options, login_settings
 
     if any(a in ("-h", "--help") for a in argv):
         from tunery.cli import COMMANDS
@@ -193,13 +166,11 @@ def run_webui(argv: list[str]) -> int:
         print(format_help("webui", COMMANDS["webui"][1]))
         return 0
     saves, initial = parse_argv(argv)
-    auth = auth_pairs(initial.get("webui_auth"))
     options = launch_options()
+    login, warning = login_settings(initial, options)
     demo = create_app(saves, initial)
-    warning = exposure_warning(options, auth)
     if warning:
         print(warning, flush=True)
-    login = {"auth": auth, "auth_message": "Tunery board: log in (webui_auth)"} if auth else {}
     try:
         demo.queue(default_concurrency_limit=4).launch(inbrowser=False, **demo.launch_kwargs, **login, **options)
     except OSError as err:

@@ -70,6 +70,7 @@ def build(board: Board, lang: str = "en") -> dict:
 
     run.click(on_run, [flagged, *form.inputs], [status, flagged, *form.inputs], concurrency_limit=1)
     stop.click(lambda: status_markdown(board.runner.stop(), KIND), None, status)
+
     def on_dataset_dir(folder):
         if board.outside({"dataset_dir": folder}):
             return gr.update(choices=[])
