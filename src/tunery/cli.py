@@ -156,7 +156,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
                   "(8000), API_KEY (Bearer token), API_MODEL_NAME."),
     "export": (_export, "Merge the LoRA adapters (adapter_name_or_path) into the base model and save it to "
                         "export_dir: safetensors shards, tokenizer and chat template, generation config and an "
-                        "Ollama Modelfile; export_hub_model_id also uploads it."),
+                        "Ollama Modelfile; export_hub_model_id also uploads it. The folder is swapped in when complete; "
+                        "an earlier export is replaced only with export_overwrite, a folder of other files never."),
     "preview": (_preview, "Show the training data as the trainer will see it, without loading the model: the first "
                           "--num records rendered with their trained tokens marked ([[...]] when piped), then "
                           "token-length percentiles, cutoff_len truncation, dropped records by cause, placeholders "
