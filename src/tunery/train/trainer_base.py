@@ -96,7 +96,7 @@ def trl_arguments(config_cls, args, **options):
     from transformers import TrainingArguments
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingArguments) if f.init}
-    return config_cls(**values, **options)
+    return config_cls(**{**values, **options})
 
 
 def as_dataset(examples):
