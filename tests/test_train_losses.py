@@ -4,11 +4,13 @@ experimental trainers' formulas; and the PPO arithmetic."""
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import one_error_line
 
 from tunery.train.losses import orpo_loss, sequence_logps, simpo_loss
 from tunery.train.ppo_core import (
@@ -233,6 +235,49 @@ def test_reward_on_trl_equals_the_old_loss(tiny_llama3_dir, tmp_path):
     with torch.no_grad():
         got = trainer.compute_loss(model, trl_batch)
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+# -- TRL's further DPO losses and options, end to end --------------------------------------------------------------
+def _train(model_dir, out, datasets, **options):
+    import json
+
+    from tunery.cli import main
+
+    values = dict(stage="dpo", dataset="dpo_en_demo", dataset_dir=datasets, model_name_or_path=model_dir,
+                  output_dir=out, max_steps=1, max_samples=8, cutoff_len=96, logging_steps=1, save_steps=10,
+                  per_device_train_batch_size=2, report_to="none", overwrite_output_dir="true", **options)
+    code = main(["train", *(f"{k}={v}" for k, v in values.items())])
+    return code, [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()] if code == 0 \
+        else []
+
+
+# Before the first update the policy equals its reference (logratios 0), so the first loss is known exactly.
+FIRST = {
+    "apo_zero": dict(pref_loss="apo_zero", expect=1.0),  # (1 − σ(0)) + σ(0)
+    "bco weight": dict(pref_bco_weight=1.0, expect=(math.log(2) + 2 * math.log(2)) / 2),  # (dpo + bco)/(1 + 1)
+    "ld_alpha": dict(ld_alpha=0.5, expect=math.log(2)),
+    "robust": dict(pref_loss="robust", dpo_label_smoothing=0.1, expect=math.log(2)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FIRST))
+def test_trl_losses_and_options_train(case, tiny_llama3_dir, shared_datasets, tmp_path):
+    options = dict(FIRST[case])
+    expect = options.pop("expect")
+    code, rows = _train(tiny_llama3_dir, tmp_path / "out", shared_datasets, **options)
+    assert code == 0 and rows[0]["loss"] == pytest.approx(expect, rel=1e-4)
+    assert rows[0]["rewards/chosen"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("options,expected", [
+    (dict(pref_loss="exo_pair"), "needs dpo_label_smoothing > 0"),
+    (dict(dpo_label_smoothing=0.5), "below 0.5"),
+    (dict(pref_loss="orpo", ld_alpha=0.5), "TRL's DPOTrainer"),
+])
+def test_bad_preference_options_are_one_line(options, expected, tiny_llama3_dir, shared_datasets, tmp_path, capsys):
+    code, _ = _train(tiny_llama3_dir, tmp_path / "out", shared_datasets, **options)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and one_error_line(err) and expected in err, err
 
 
 # -- Tunery's own losses against the formulas of TRL's experimental trainers --------------------------------------
