@@ -186,10 +186,13 @@ def test_kto_on_trl_equals_the_old_loss(policy, tiny_llama3_dir, tmp_path, capsy
                 ref_kl_logps, _ = _logps(model, batch, "kl_")
             kl = (kl_logps - ref_kl_logps).mean().clamp(min=0)
             expected = old_kto_loss(logps, ref_logps, kl, batch["kto_tags"], BETA, 1.5, 0.7).mean()
+            lengths = (batch["labels"][:, 1:] != -100).sum(-1)
+            expected = expected + 0.5 * (-logps / lengths)[batch["kto_tags"]].mean()  # pref_ftx 0.5
         if kl > 0:
             break
     assert kl > 0
-    cfg = _config(tmp_path, tiny_llama3_dir, stage="kto", pref_beta=BETA, kto_chosen_weight=1.5, kto_rejected_weight=0.7)
+    cfg = _config(tmp_path, tiny_llama3_dir, stage="kto", pref_beta=BETA, kto_chosen_weight=1.5, kto_rejected_weight=0.7,
+                  pref_ftx=0.5)
     trainer = _trl_trainer(KtoTrainer, policy, cfg, examples, TrlKtoCollator(tokenizer.pad_token_id))
     with torch.no_grad():
         got = trainer.compute_loss(model, TrlKtoCollator(tokenizer.pad_token_id)(examples))

@@ -1,12 +1,15 @@
 """Kahneman-Tversky optimisation on single answers labelled desirable or not (``kto_tag``), on TRL's KTOTrainer,
 against a frozen reference; the KL reference point comes from each prompt paired with another example's answer,
-paired by Tunery's encoder as LLaMA-Factory does (the previous example's answer in its chunk of records)."""
+paired by Tunery's encoder as LLaMA-Factory does (the previous example's answer in its chunk of records).
+``pref_ftx`` adds an SFT loss on the desirable answers."""
 
 from __future__ import annotations
 
 from trl import KTOConfig, KTOTrainer
 
+from tunery.data.records import IGNORE_INDEX
 from tunery.train.collators import TrlKtoCollator
+from tunery.train.losses import sequence_logps
 from tunery.train.trainer_base import TrlPreferenceMixin
 from tunery.train.workflow import Stage, run_stage
 
@@ -26,6 +29,24 @@ class KtoTrainer(TrlPreferenceMixin, KTOTrainer):
         super().__init__(*args, **kwargs)
         self.args.train_sampling_strategy, self.args.per_device_train_batch_size = self._wanted
         self._train_batch_size = self.args.train_batch_size
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.cfg.pref_ftx > 0 and inputs["label"].any():
+            # Tunery's own (TRL's KTOTrainer has no SFT term): pref_ftx × the desirable answers' mean per-token NLL,
+            # from one more forward pass over them.
+            sft = self.cfg.pref_ftx * desirable_nll(model, inputs)
+            out = (out[0] + sft, out[1]) if return_outputs else out + sft
+        return out
+
+
+def desirable_nll(model, inputs):
+    keep = inputs["label"].bool()
+    labels = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, IGNORE_INDEX)[keep]
+    logits = model(input_ids=inputs["input_ids"][keep], attention_mask=inputs["attention_mask"][keep],
+                   use_cache=False).logits
+    logps, lengths = sequence_logps(logits, labels)
+    return (-logps / lengths.clamp(min=1)).mean()
 
 
 def _reference(cfg, tokenizer) -> dict:
