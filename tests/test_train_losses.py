@@ -137,6 +137,26 @@ def test_dpo_on_trl_equals_the_old_loss(case, policy, tiny_llama3_dir, tmp_path,
     assert expected.item() > 0.05 and got.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
 
 
+def test_trl_reference_copy_leaves_a_pissa_model_alone(tiny_llama3_dir, tmp_path):
+    """TRL copies the starting adapter as its reference; Tunery drops the copy (the reference is the adapter switched
+    off), and the copy must not run PiSSA's initialisation on the base weights a second time."""
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunery.train.collators import TrlPairwiseCollator
+    from tunery.train.dpo import DpoTrainer
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama3_dir), LoraConfig(
+        task_type=TaskType.CAUSAL_LM, r=2, target_modules=["q_proj", "v_proj"], init_lora_weights="pissa_niter_2"))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama3_dir)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = _config(tmp_path, tiny_llama3_dir)
+    _trl_trainer(DpoTrainer, (model, tokenizer), cfg, _pairs(), TrlPairwiseCollator(tokenizer.pad_token_id))
+    assert list(model.peft_config) == ["default"] and model.peft_config["default"].init_lora_weights == "pissa_niter_2"
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_pref_ftx_on_trl_averages_over_tokens(policy, tiny_llama3_dir, tmp_path):
     """With unequal chosen lengths TRL's sft term (token mean) differs from LLaMA-Factory's per-answer mean."""
     from tunery.train.collators import PairwiseCollator, TrlPairwiseCollator
