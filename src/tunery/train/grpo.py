@@ -26,7 +26,7 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from tunery.config.grpo_options import SAMPLING_DEFAULTS
-from tunery.errors import ConfigError, DataError
+from tunery.errors import ConfigError, DataError, TuneryError
 from tunery.train.plots import COMPLETIONS_FILE
 from tunery.utils.logging import get_logger
 
@@ -268,6 +268,12 @@ def run_grpo(cfg) -> None:
     # 4. Train, save, evaluate, plot.
     try:
         result = trainer.train(resume_from_checkpoint=resume)
+    except TuneryError:  # e.g. a reward function's output: end the progress bar's line before the error's
+        for callback in trainer.callback_handler.callbacks:
+            bar = getattr(callback, "training_bar", None)
+            if bar is not None:
+                bar.close()
+        raise
     finally:
         interrupt.restore()
     if interrupt.stopped_at is not None:
