@@ -66,6 +66,12 @@ def test_final_answer_and_numbers():
     assert answers_match("0.5", "1/2") and answers_match(" paris.", "Paris") and not answers_match("12", "13")
 
 
+@pytest.mark.skipif(__import__("importlib").util.find_spec("math_verify") is None, reason="math-verify not installed")
+def test_accuracy_uses_math_verify_when_installed():
+    assert answers_match(r"\sqrt{16}", "4") and answers_match("2x + x^2", "x^2 + 2x")
+    assert not answers_match(r"\sqrt{15}", "4")
+
+
 def test_accuracy_reads_the_reference_columns():
     completions = ["<answer>83</answer>", "it is 84", "83", "whatever"]
     rewards = accuracy(["p"] * 4, completions, answer=["83", "83", None, None],
@@ -232,3 +238,62 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tiny_llama3_dir, tmp_p
         [r["reward"] for r in log_rows(reference) if "reward" in r]
     steps_seen = [json.loads(line)["step"] for line in (killed / "completions.jsonl").read_text().splitlines()]
     assert sorted(set(steps_seen)) == list(range(1, steps + 1)) and len(steps_seen) == 8 * steps
+
+
+# -- the board -------------------------------------------------------------------------------------------------------
+def test_board_has_the_grpo_options_in_the_rlhf_group():
+    from tunery.webui import fields as F
+
+    groups = {g: ({o.name for o in unfolded}, {o.name for o in folded})
+              for g, unfolded, folded in F.grouped(F.board_options("train"))}
+    unfolded, folded = groups["method: rlhf"]
+    assert {"reward_funcs", "reward_weights", "num_generations", "max_completion_length"} <= unfolded
+    assert {"beta", "epsilon", "epsilon_high", "loss_type", "importance_sampling_level", "scale_rewards",
+            "mask_truncated_completions", "num_iterations", "generation_batch_size", "use_vllm", "vllm_mode",
+            "length_target", "format_pattern"} <= folded
+
+
+def _grpo_run_files(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    log = [{"current_steps": s, "total_steps": 3, "loss": 0.0, "reward": 0.2 * s, "rewards/length/mean": 0.2 * s,
+            "rewards/accuracy/mean": 0.0, "percentage": 33.3 * s} for s in (1, 2, 3)]
+    (out / "trainer_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    samples = [{"step": s, "prompt": "…user<|end_header_id|>\n\nWhat is 2 + 2?", "completion": f"answer {i}",
+                "rewards": {"length": 0.1 * i, "accuracy": 0.0}, "reward": 0.1 * i, "advantage": 0.0}
+               for s in (1, 2, 3) for i in range(4)]
+    (out / "completions.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in samples))
+
+
+def test_board_reward_curve_and_latest_completions(tmp_path):
+    from tunery.webui.grpo_view import completions_frame, reward_frame
+
+    _grpo_run_files(tmp_path)
+    frame = reward_frame(str(tmp_path))
+    assert set(frame["curve"]) == {"reward", "reward (smoothed)", "length", "accuracy"}
+    assert list(frame[frame["curve"] == "reward"]["reward"]) == pytest.approx([0.2, 0.4, 0.6])
+    table = completions_frame(str(tmp_path))
+    assert list(table.columns) == ["step", "reward", "length", "accuracy", "completion", "prompt"]
+    assert set(table["step"]) == {3} and list(table["completion"]) == ["answer 3", "answer 2", "answer 1", "answer 0"]
+    assert reward_frame(str(tmp_path / "nothing")).empty and completions_frame(None).empty
+
+
+def test_train_tab_shows_them_for_a_grpo_run_only(tmp_path):
+    gr = pytest.importorskip("gradio")
+    from tunery.webui import train_tab
+    from tunery.webui.board import Board
+
+    board = Board.create(str(tmp_path / "saves"))
+    with gr.Blocks():
+        tab = train_tab.build(board)
+    ids = [getattr(c, "elem_id", None) for c in tab["outputs"]]
+    assert ids[-2:] == ["reward-plot", "grpo-completions"]
+    job = {"kind": "train", "state": "running", "output_dir": str(tmp_path / "run"), "started": time.time(),
+           "ended": None, "command": "tunery train x.yaml", "pid": 1, "error": None, "id": "a", "log": ""}
+    _grpo_run_files(tmp_path / "run")
+    updates, memo = tab["render"](job, {}, "en")
+    assert updates[4]["visible"] and len(updates[4]["value"]) == 12  # 3 steps × (raw, smoothed, 2 functions)
+    assert updates[5]["visible"] and len(updates[5]["value"]) == 4
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "trainer_log.jsonl").write_text(json.dumps({"current_steps": 1, "loss": 1.0}) + "\n")
+    updates, _ = tab["render"](dict(job, output_dir=str(tmp_path / "sft"), id="b"), memo, "en")
+    assert updates[4]["visible"] is False and updates[5]["visible"] is False

@@ -110,15 +110,16 @@ def _math_verify_equal(predicted: str, reference: str) -> bool | None:
 
 
 def answers_match(predicted: str, reference: str) -> bool:
-    """Whether two final answers are the same: math-verify when installed, else equal numbers (exactly, as
-    fractions) or, for non-numbers, equal text up to case, spaces and a final period."""
-    verdict = _math_verify_equal(predicted, reference)
-    if verdict is not None:
-        return verdict
+    """Whether two final answers are the same: equal numbers (exactly, as fractions: 0.5 = 1/2 = 50%), equal text up
+    to case, spaces and a final period, or — when math-verify is installed — equal as math-verify parses them
+    (LaTeX, expressions, sets)."""
     left, right = parse_number(predicted), parse_number(reference)
     if left is not None and right is not None:
-        return left == right
-    return _normal_text(predicted) == _normal_text(reference)
+        if left == right:
+            return True
+    elif _normal_text(predicted) == _normal_text(reference):
+        return True
+    return bool(_math_verify_equal(predicted, reference))
 
 
 # ------------------------------------------------------------------ built-ins
