@@ -170,7 +170,8 @@ def test_columns_of_alpaca_and_sharegpt_records_reach_user_functions(tiny_llama3
             by_prompt[prompt] = {k: v[i] for k, v in call.items() if isinstance(v, list) and len(v) == len(
                 call["prompts"])}
     qa = next(v for p, v in by_prompt.items() if "2 and 3" in p)
-    assert "Add\n2 and 3" in qa["prompts"] and qa["prompts"].endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert "Add\n2 and 3" in qa["prompts"]
+    assert qa["prompts"].endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
     assert qa["output"] == "5" and qa["reference"] == "5" and qa["label"] == "easy" and qa["tests"] == [1, 2]
     assert "instruction" not in qa and "input" not in qa  # the prompt's own columns are not repeated
     chat = next(v for p, v in by_prompt.items() if "Name a color" in p)

@@ -219,8 +219,8 @@ def build(board: Board, lang: str = "en") -> dict:
             updates += [gr.skip(), gr.skip()]
         return updates, {"key": key, "log": text, "rows": rows, "lang": lang, "rewards": rewards}
 
-    return {"outputs": [status, bar, log, plot, reward_plot, samples], "render": render, "form": form, "restore": restore,
-            "restore_outputs": [*form.inputs, command, config]}
+    return {"outputs": [status, bar, log, plot, reward_plot, samples], "render": render, "form": form,
+            "restore": restore, "restore_outputs": [*form.inputs, command, config]}
 
 
 def read_config(path: str) -> dict:
