@@ -186,6 +186,43 @@ def test_columns_of_alpaca_and_sharegpt_records_reach_user_functions(tiny_llama3
     assert {"rewards/spy/mean", "rewards/spy/std", "reward_std", "completions/mean_length"} <= set(rows[0])
 
 
+def test_reward_model_of_stage_rm_scores_the_completions(tiny_llama3_dir, shared_datasets, tmp_path):
+    """reward_model: the LoRA reward model a stage-rm run saved (as ppo uses it) scores prompt + completion."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    rm = tmp_path / "rm"
+    assert main(["train", str(REPO / "examples" / "train_lora" / "llama3_lora_reward.yaml"),
+                 f"model_name_or_path={tiny_llama3_dir}", f"output_dir={rm}", f"dataset_dir={shared_datasets}",
+                 "max_steps=2", "max_samples=8", "val_size=0", "eval_strategy=no", "plot_loss=false",
+                 "report_to=none", "cutoff_len=128"]) == 0
+    out = tmp_path / "grpo"
+    assert train(tiny_llama3_dir, out, reward_funcs="reward_model", reward_model=rm, reward_model_type="lora") == 0
+    lines = (out / "completions.jsonl").read_text().splitlines()
+    scores = [json.loads(line)["rewards"]["reward_model"] for line in lines]
+    assert len(scores) == 8 and len(set(scores)) > 1
+
+    # the function scores the prompt's token ids + the completion's, with the reward model's head
+    from tunery.config import parse_config
+    from tunery.model.load import load_tokenizer
+    from tunery.train.grpo_rewards import RewardModelReward
+    from tunery.train.rewards import load_scorer
+
+    cfg = parse_config("train", [f"model_name_or_path={tiny_llama3_dir}", f"reward_model={rm}", "stage=grpo",
+                                 "reward_funcs=reward_model", "dataset=arithmetic_demo", f"dataset_dir={DATA_DIR}",
+                                 f"output_dir={tmp_path / 'unused'}"])
+    tokenizer = load_tokenizer(cfg)
+    prompt, completion = [1, 5, 9, 2], [7, 7, 3]
+    func = RewardModelReward(load_scorer(cfg, tokenizer, "cpu"), {"the prompt": prompt}, tokenizer)
+    scorer = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(tiny_llama3_dir,
+                                                                                          num_labels=1), rm).eval()
+    with torch.no_grad():
+        expected = scorer(input_ids=torch.tensor([prompt + completion])).logits[0, 0].item()
+    assert func(["the prompt"], ["text"], completion_ids=[completion]) == [pytest.approx(expected, abs=1e-5)]
+    assert "rewards/reward_model/mean" in log_rows(out)[0]
+
+
 # -- the demo learns -------------------------------------------------------------------------------------------------
 def test_demo_reward_rises(tiny_llama3_dir, tmp_path):
     """The example, shortened to 24 steps: the tiny random model learns the length reward (completions of about
