@@ -19,8 +19,8 @@ from tunery.utils.logging import get_logger
 logger = get_logger(__name__)
 
 # Files a previous run wrote, removed (with checkpoint-N folders) only when overwrite_output_dir is set.
-RUN_FILES = (LOG_FILE, COMPLETIONS_FILE, "train_results.json", "eval_results.json", "all_results.json", "trainer_state.json",
-             "predict_results.json", "generated_predictions.jsonl", "adapter_config.json",
+RUN_FILES = (LOG_FILE, COMPLETIONS_FILE, "train_results.json", "eval_results.json", "all_results.json",
+             "trainer_state.json", "predict_results.json", "generated_predictions.jsonl", "adapter_config.json",
              "adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "config.json",
              "generation_config.json", "value_head.safetensors", "training_args.bin")
 
@@ -29,11 +29,6 @@ def training_arguments(cfg):
     """transformers Seq2SeqTrainingArguments from the options the user set, plus what Tunery needs."""
     from transformers import Seq2SeqTrainingArguments
 
-    return Seq2SeqTrainingArguments(**training_kwargs(cfg))
-
-
-def training_kwargs(cfg) -> dict:
-    """The keyword arguments of the run's TrainingArguments (a TRL config takes them too, grpo's among them)."""
     from tunery.utils.device import cuda_available
 
     kwargs = cfg.hf_training_kwargs()
@@ -48,7 +43,7 @@ def training_kwargs(cfg) -> dict:
         kwargs.setdefault("ddp_find_unused_parameters", False)  # every trainable weight gets a gradient
     if cfg.pure_bf16:
         kwargs["bf16"] = False  # the weights are bf16 already; no autocast on top
-    return kwargs
+    return Seq2SeqTrainingArguments(**kwargs)
 
 
 def _clear_run(out: str) -> None:

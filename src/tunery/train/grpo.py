@@ -38,8 +38,6 @@ RESERVED = ("prompts", "completions", "completion_ids", "trainer_state", "log_ex
             "completion", ROW)
 # What is worth a PNG after a run (TRL logs many more metrics; trainer_log.jsonl keeps them all).
 PLOTTED = ("loss", "reward", "reward_std", "completions/mean_length", "kl", "clip_ratio/region_mean", "entropy")
-_SEQ2SEQ_ONLY = ("sortish_sampler", "predict_with_generate", "generation_max_length", "generation_num_beams",
-                 "generation_config")
 
 
 # ------------------------------------------------------------------ prompts
@@ -115,15 +113,12 @@ def _scale_rewards(value: str) -> str:
 
 
 def grpo_arguments(cfg) -> GRPOConfig:
-    """GRPOConfig from the run's TrainingArguments options plus the grpo options; TRL's own checks (batch sizes that
-    do not divide into groups, ...) come back as one-line errors."""
-    from tunery.train.artifacts import training_kwargs
+    """GRPOConfig from the run's TrainingArguments (as Tunery sets them: TRL's other defaults for learning_rate,
+    logging_steps, bf16 and gradient checkpointing do not apply) plus the grpo options; TRL's own checks (batch sizes
+    that do not divide into groups, ...) come back as one-line errors."""
+    from tunery.train.artifacts import training_arguments
+    from tunery.train.trainer_base import trl_arguments
 
-    kwargs = {k: v for k, v in training_kwargs(cfg).items() if k not in _SEQ2SEQ_ONLY}
-    # Tunery's documented defaults, not TRL's (which differ for these: 1e-6, 10, bf16 on, checkpointing on).
-    kwargs.update(learning_rate=cfg.learning_rate, logging_steps=cfg.logging_steps,
-                  bf16=bool(cfg.bf16) and not cfg.pure_bf16, gradient_checkpointing=False,
-                  include_num_input_tokens_seen="no")  # TRL counts prompt + completion tokens itself
     grpo = {name: getattr(cfg, name) for name in (
         "num_generations", "max_completion_length", "beta", "epsilon", "epsilon_high", "loss_type",
         "importance_sampling_level", "mask_truncated_completions", "num_iterations", "generation_batch_size",
@@ -134,8 +129,9 @@ def grpo_arguments(cfg) -> GRPOConfig:
         grpo["reward_weights"] = [float(w) for w in cfg.reward_weights]
     for name, default in SAMPLING_DEFAULTS.items():  # the chat defaults do not apply unless set
         grpo[name] = getattr(cfg, name) if name in cfg.explicit else default
+    grpo["include_num_input_tokens_seen"] = "no"  # TRL counts prompt + completion tokens itself
     try:
-        return GRPOConfig(**kwargs, **grpo)
+        return trl_arguments(GRPOConfig, training_arguments(cfg), **grpo)
     except ValueError as err:
         first = str(err).strip().splitlines()[0]
         raise ConfigError(f"{cfg.where}: {first} — adjust per_device_train_batch_size, gradient_accumulation_steps, "
@@ -179,7 +175,25 @@ class TuneryGrpoTrainer(GRPOTrainer):
         self.tunery_columns = {"train": prompts.columns, "eval": eval_prompts.columns if eval_prompts else []}
         self.tunery_completions = completions
         self.tunery_generations = self.tunery_written = 0
-        super().__init__(*args, **kwargs)
+        # As for dpo/kto (trainer_base.TrlPreferenceMixin): TRL's copy of the adapter as the reference would run
+        # PiSSA's init on the base weights again; without it the reference is the policy with its adapter off.
+        lora = getattr(kwargs["model"], "peft_config", {}).get("default")
+        init = getattr(lora, "init_lora_weights", None)
+        if lora is not None:
+            lora.init_lora_weights = True
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            if lora is not None:
+                lora.init_lora_weights = init
+        if "ref" in getattr(self.model, "peft_config", {}):
+            self.model.delete_adapter("ref")
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        return None  # Tunery writes its own artifacts: no README.md that could overwrite a user's file
+
+    def _send_telemetry(self) -> None:
+        return None
 
     def _tokenize_prompts(self, prompts: list):
         """Tunery's token ids of each prompt (the text is its decoded form, which reward functions read)."""
