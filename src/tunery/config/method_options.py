@@ -12,7 +12,7 @@ L = "method: lora"
 F = "method: freeze"
 R = "method: rlhf"
 
-STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto")
+STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto", "grpo")
 IMPLEMENTED_STAGES = STAGES  # every stage has a recipe in tunery.train.run
 # LLaMA-Factory's pref_loss values, then TRL's further DPOTrainer losses (train/dpo.py maps them onto TRL).
 PREF_LOSSES = ("sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo", "robust", "exo_pair", "nca_pair", "bco_pair",
@@ -24,7 +24,7 @@ def _below_half(value):
 
 OPTIONS = [
     Option("stage", "str", "sft", "Training stage: pt (pre-training on text), sft, rm (reward model), ppo, dpo "
-           "(also orpo/simpo through pref_loss) or kto.", G, choices=STAGES),
+           "(also orpo/simpo through pref_loss), kto or grpo (online RL with reward functions, on TRL's GRPOTrainer).", G, choices=STAGES),
     Option("finetuning_type", "str", "lora", "How the model is trained.", G, choices=("lora", "freeze", "full")),
     Option("plot_loss", "bool", False, "Save training_loss.png (raw and smoothed) after training.", G),
     Option("include_effective_tokens_per_second", "bool", False, "Log non-pad tokens per second.", G, advanced=True),
@@ -83,7 +83,7 @@ OPTIONS = [
     Option("ref_model", "str", None, "Reference model for dpo/kto/ppo (default: the model itself before training; "
            "with LoRA, the base without the adapter).", R, advanced=True),
     Option("ref_model_adapters", "str", None, "LoRA adapter merged into ref_model.", R, advanced=True),
-    Option("reward_model", "str", None, "Reward model for ppo: the output_dir of a stage rm run (a LoRA adapter for "
+    Option("reward_model", "str", None, "Reward model for ppo (and grpo's reward_model reward): the output_dir of a stage rm run (a LoRA adapter for "
            "reward_model_type lora, a full model folder for full) or an http(s) URL for api.", R, advanced=True),
     Option("reward_model_adapters", "str", None, "LoRA adapter merged into a full reward_model.", R, advanced=True),
     Option("reward_model_type", "str", "lora", "Kind of reward_model: lora (adapter on model_name_or_path), full, or "
@@ -110,11 +110,11 @@ def _is_dir_with(path: str, name: str) -> bool:
 
 
 def _ppo_reward(cfg) -> None:
-    if cfg.stage != "ppo":
+    if cfg.stage != "ppo" and not (cfg.stage == "grpo" and "reward_model" in (cfg.reward_funcs or [])):
         return
     where, kind, path = cfg.where, cfg.reward_model_type, cfg.reward_model
     if not path:
-        raise ConfigError(f"{where}: stage ppo needs option 'reward_model' — train one with stage: rm and give its "
+        raise ConfigError(f"{where}: stage {cfg.stage} needs option 'reward_model' — train one with stage: rm and give its "
                           "output_dir (reward_model_type: lora or full), or an http(s) URL (reward_model_type: api)")
     if kind == "api":
         if not path.startswith(("http://", "https://")):

@@ -8,6 +8,7 @@ from tunery.config import (
     data_options,
     eval_options,
     generation_options,
+    grpo_options,
     method_options,
     model_options,
     serve_options,
@@ -16,8 +17,8 @@ from tunery.config import (
 from tunery.config.hf_args import hf_options
 from tunery.config.option import Option, Rule
 
-_MODULES = (model_options, data_options, method_options, train_options, generation_options, eval_options,
-            serve_options)
+_MODULES = (model_options, data_options, method_options, grpo_options, train_options, generation_options,
+            eval_options, serve_options)
 
 # Groups listed by `tunery <command> -h` (every command accepts every option, so LLaMA-Factory YAML files that mix
 # training and generation keys work unchanged; options a command does not use are ignored by it).

@@ -35,6 +35,7 @@ STAGE_ENCODERS = {
     "orpo": "pairwise",
     "simpo": "pairwise",
     "ppo": "unsupervised",
+    "grpo": "unsupervised",
     "predict": "unsupervised",
     "kto": "kto",
 }

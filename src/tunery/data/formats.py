@@ -20,7 +20,7 @@ from .registry import ALPACA_DEFAULTS, COLUMN_FIELDS, OPENAI_TAGS, SHAREGPT_TAGS
 logger = get_logger(__name__)
 
 RANKING_STAGES = ("rm", "dpo", "orpo", "simpo")
-STAGES = ("pt", "sft", "kto", "ppo") + RANKING_STAGES
+STAGES = ("pt", "sft", "kto", "ppo", "grpo") + RANKING_STAGES
 MEDIA_FIELDS = ("images", "videos", "audios")
 
 
@@ -385,6 +385,16 @@ def _check_columns(rows: list[dict], spec: DatasetSpec, stage: str, indices: lis
 # --------------------------------------------------------------------------------------------------------------------
 # public entry
 
+PROMPT_FIELDS = ("prompt", "query", "history", "messages", "system", "tools") + MEDIA_FIELDS
+
+
+def passthrough_columns(row: dict, spec: DatasetSpec) -> dict:
+    """The columns of a row that do not make up the prompt (a reference answer, a label, test cases, ...): grpo hands
+    them to the reward functions as keyword arguments, as TRL does."""
+    used = {spec.columns.get(k) for k in PROMPT_FIELDS} - {None}
+    return {k: v for k, v in row.items() if k not in used}
+
+
 
 def _fit_stage(prompt, response, kto_tag, stage: str, where: str):
     """Apply the checks LLaMA-Factory's per-stage processors make; return the (prompt, response) to keep."""
@@ -404,7 +414,7 @@ def _fit_stage(prompt, response, kto_tag, stage: str, where: str):
             raise _Drop("kto_tag is not true/false", f"{where}: kto_tag must be true or false")
         if len(response) != 1:
             raise _Drop("no response", f"{where}: no response text")
-    if stage == "ppo" and len(response) > 1:
+    if stage in ("ppo", "grpo") and len(response) > 1:
         response = []
     return prompt, response
 
@@ -446,6 +456,8 @@ def to_aligned(
             first_detail.setdefault(drop.reason, drop.detail.replace(where, source, 1))
             continue
         extra = {k: row[c] for k, c in media if row.get(c) not in (None, [], "")}
+        if stage == "grpo":
+            extra["columns"] = passthrough_columns(row, spec)
         out.append(AlignedRecord(prompt, response, system or "", tools or "", kto_tag, source, extra))
 
     for reason, count in counts.items():

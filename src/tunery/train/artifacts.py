@@ -13,14 +13,14 @@ from tunery.train.checkpoints import (
     remove_incomplete,
     step_of,
 )
-from tunery.train.plots import LOG_FILE, plot_all
+from tunery.train.plots import COMPLETIONS_FILE, LOG_FILE, plot_all
 from tunery.utils.logging import get_logger
 
 logger = get_logger(__name__)
 
 # Files a previous run wrote, removed (with checkpoint-N folders) only when overwrite_output_dir is set.
-RUN_FILES = (LOG_FILE, "train_results.json", "eval_results.json", "all_results.json", "trainer_state.json",
-             "predict_results.json", "generated_predictions.jsonl", "adapter_config.json",
+RUN_FILES = (LOG_FILE, COMPLETIONS_FILE, "train_results.json", "eval_results.json", "all_results.json",
+             "trainer_state.json", "predict_results.json", "generated_predictions.jsonl", "adapter_config.json",
              "adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "config.json",
              "generation_config.json", "value_head.safetensors", "training_args.bin")
 

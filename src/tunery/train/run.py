@@ -11,6 +11,7 @@ RECIPES = {
     "dpo": ("tunery.train.dpo", "run_dpo"),
     "kto": ("tunery.train.kto", "run_kto"),
     "ppo": ("tunery.train.ppo", "run_ppo"),
+    "grpo": ("tunery.train.grpo", "run_grpo"),
 }
 
 

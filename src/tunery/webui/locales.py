@@ -34,6 +34,8 @@ WORDS: dict[str, tuple[str, str]] = {
     "stop": ("Stop", "停止"),
     "log": ("Log", "日志"),
     "loss": ("Loss", "损失"),
+    "reward": ("Reward (grpo)", "奖励（grpo）"),
+    "completions": ("Latest completions and their rewards (grpo)", "最新采样的回答及其奖励（grpo）"),
     "more": ("more options", "更多选项"),
     # eval tab
     "start_predict": ("Run prediction", "开始预测"),

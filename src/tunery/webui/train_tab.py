@@ -1,5 +1,6 @@
 """The Train tab: every training option as a field, datasets picked from the registry with a preview, the exact
-command and YAML, save/load, start/stop, and a live view of the run (progress, log tail, loss curve)."""
+command and YAML, save/load, start/stop, and a live view of the run (progress, log tail, loss curve; for grpo also
+the reward curve and the latest completions with their rewards)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from tunery.errors import TuneryError
 from tunery.webui import fields as F
 from tunery.webui.board import Board, Form, default_dataset_dir, default_output_dir
+from tunery.webui.grpo_view import completions_frame, reward_frame, reward_points
 from tunery.webui.locales import t
 from tunery.webui.runner import loss_points, tail
 from tunery.webui.sandbox import save_config
@@ -86,6 +88,10 @@ def build(board: Board, lang: str = "en") -> dict:
                                     elem_id="train-log"), "log")
         plot = board.word(gr.LinePlot(x="step", y="loss", color="curve", label=t("loss", lang), height=300,
                                       elem_id="loss-plot"), "loss")
+        reward_plot = board.word(gr.LinePlot(x="step", y="reward", color="curve", label=t("reward", lang),
+                                             height=300, visible=False, elem_id="reward-plot"), "reward")
+    samples = board.word(gr.Dataframe(label=t("completions", lang), wrap=True, max_height=320, visible=False,
+                                      interactive=False, elem_id="grpo-completions"), "completions")
     with gr.Row():
         command = board.word(gr.Code(label=t("command", lang), language="shell", interactive=False, lines=8,
                                      max_lines=30, elem_id="train-command"), "command")
@@ -201,7 +207,8 @@ def build(board: Board, lang: str = "en") -> dict:
         return [*form_from(given), F.command_text(KIND, given), F.yaml_text(given)]
 
     def render(job: dict, memo: dict, lang: str) -> tuple[list, dict]:
-        """Updates for (status, progress, log, plot) from the job, skipping what has not changed."""
+        """Updates for (status, progress, log, plot, reward plot, completions) from the job, skipping what has not
+        changed (the last two show for grpo runs only)."""
         mine = job if job.get("kind") == KIND else {}
         text = tail(mine["log"]) if mine else ""
         out = mine.get("output_dir") if mine else None
@@ -213,10 +220,17 @@ def build(board: Board, lang: str = "en") -> dict:
                    progress_html(mine, KIND),
                    text if text != memo.get("log") else gr.skip(),
                    (loss_frame(out) if rows else None) if fresh_plot else gr.skip()]  # None: no plot yet
-        return updates, {"key": key, "log": text, "rows": rows, "lang": lang}
+        rewards = len(reward_points(out))
+        if rewards != memo.get("rewards") or fresh_plot:
+            updates += [gr.update(value=reward_frame(out), visible=True) if rewards else gr.update(visible=False),
+                        gr.update(value=completions_frame(out), visible=True) if rewards else
+                        gr.update(visible=False)]
+        else:
+            updates += [gr.skip(), gr.skip()]
+        return updates, {"key": key, "log": text, "rows": rows, "lang": lang, "rewards": rewards}
 
-    return {"outputs": [status, bar, log, plot], "render": render, "form": form, "restore": restore,
-            "restore_outputs": [*form.inputs, command, config]}
+    return {"outputs": [status, bar, log, plot, reward_plot, samples], "render": render, "form": form,
+            "restore": restore, "restore_outputs": [*form.inputs, command, config]}
 
 
 def read_config(path: str) -> dict:
