@@ -29,6 +29,15 @@ commands:
 Errors print one line and exit with code 2; add --debug for a traceback."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop (data, model loading): unwinds like Ctrl-C (workers ended, nothing half
+    written kept as complete), then exit 143. During training the loop's own handler saves a checkpoint first."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
 def _train(argv: list[str]) -> int:
     from tunery.config import parse_config
 
@@ -196,8 +205,14 @@ def main(argv: list[str] | None = None) -> int:
 
         print(format_help(name, summary))
         return 0
+    import signal
+    import threading
+
     from tunery.errors import TuneryError
 
+    previous = None
+    if name == "train" and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return func(rest)
     except TuneryError as err:
@@ -205,9 +220,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except Terminated:
+        print("\nstopped by SIGTERM", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from itertools import chain
 
 from ..errors import ConfigError, DataError, did_you_mean
@@ -301,12 +300,42 @@ _WORKER: dict = {}
 
 
 def _init_worker(kind, template, tokenizer, cutoff_len, options) -> None:
+    import signal
+
+    # Ctrl-C reaches the whole process group: the parent alone handles it (and ends the workers), so no worker prints
+    # a traceback; SIGTERM (what ending them sends) kills a worker at once, even one blocked writing to its pipe
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _WORKER.update(kind=kind, template=template, tokenizer=tokenizer, cutoff_len=cutoff_len, options=options)
 
 
 def _run_chunk(records: list[AlignedRecord]) -> tuple[list[dict], Counter]:
     w = _WORKER
     return _encode_chunk(records, w["kind"], w["template"], w["tokenizer"], w["cutoff_len"], w["options"])
+
+
+def _map_in_pool(context, workers: int, chunks: list, initargs: tuple) -> list:
+    """``_run_chunk`` over ``chunks`` in ``workers`` processes, in order. Ctrl-C or SIGTERM (pressed once or more)
+    ends every worker within a moment — ``Pool.terminate`` — and then propagates; no worker outlives the parent."""
+    import signal
+
+    pool = context.Pool(workers, initializer=_init_worker, initargs=initargs)
+    try:
+        parts = pool.map(_run_chunk, chunks, chunksize=1)
+    except BaseException:
+        import threading
+
+        stops = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+        keep = [signal.signal(s, signal.SIG_IGN) for s in stops]  # a second Ctrl-C must not interrupt the clean-up
+        try:
+            pool.terminate()
+        finally:
+            for s, handler in zip(stops, keep):
+                signal.signal(s, handler)
+        raise
+    pool.close()
+    pool.join()
+    return parts
 
 
 def encode_dataset(
@@ -350,10 +379,8 @@ def encode_dataset(
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
         try:
-            with ProcessPoolExecutor(max_workers=min(num_workers, len(chunks)), mp_context=context,
-                                     initializer=_init_worker,
-                                     initargs=(kind, template, tokenizer, cutoff_len, options)) as pool:
-                parts = list(pool.map(_run_chunk, chunks))
+            parts = _map_in_pool(context, min(num_workers, len(chunks)), chunks,
+                                 (kind, template, tokenizer, cutoff_len, options))
         finally:
             if before is None:
                 os.environ.pop("TOKENIZERS_PARALLELISM", None)
