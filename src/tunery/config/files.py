@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from tunery.errors import ConfigError
+from tunery.utils.strict_json import DuplicateKey, loads_unique
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a config is a few KB; anything near this is not one
 MAX_YAML_NODES = 100_000  # values after expanding every alias (a LLaMA-Factory config has ~50)
@@ -34,19 +35,6 @@ def read_text(path: str) -> str:
         line = raw[:err.start].count(b"\n") + 1
         raise ConfigError(f"config file '{path}' is not UTF-8 text (byte 0x{raw[err.start]:02x} on line {line}) — "
                           "save it as UTF-8") from None
-
-
-def _json_pairs(path: str):
-    def hook(pairs):
-        seen = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise ConfigError(f"{path}: key '{key}' appears twice in one object — keep one (JSON would silently "
-                                  "use the last)")
-            seen.add(key)
-        return dict(pairs)
-
-    return hook
 
 
 def _yaml_loader():
@@ -133,8 +121,12 @@ def load_config_text(text: str, path: str) -> Any:
 
     try:
         if path.endswith(".json"):
-            return json.loads(text, object_pairs_hook=_json_pairs(path))
+            return loads_unique(text)
         return _load_yaml(text, path)
+    except DuplicateKey as err:
+        at = f":{err.line}" if err.line else ""
+        raise ConfigError(f"{path}{at}: key '{err.key}' is given twice — keep one (JSON would silently use the "
+                          "last)") from None
     except json.JSONDecodeError as err:
         raise ConfigError(f"{path}:{err.lineno}:{err.colno}: malformed JSON ({err.msg}) — fix the file") from None
     except yaml.YAMLError as err:
