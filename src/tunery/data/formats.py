@@ -58,9 +58,9 @@ def _text(value: Any, what: str, where: str) -> str:
         return str(value)
     if isinstance(value, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in value):
         return "".join(str(p.get("text", "")) for p in value)
-    kind = {bool: "bool", list: "list", dict: "object"}.get(type(value), type(value).__name__)
+    kind = {bool: "a bool", list: "a list", dict: "an object"}.get(type(value), f"a {type(value).__name__}")
     raise DataError(
-        f"{where}: {what} is a {kind} ({json.dumps(value, ensure_ascii=False, default=str)[:60]}), expected text — "
+        f"{where}: {what} is {kind} ({json.dumps(value, ensure_ascii=False, default=str)[:60]}), expected text — "
         "fix the record or the column mapping in dataset_info.json"
     )
 

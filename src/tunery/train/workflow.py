@@ -84,6 +84,16 @@ def load_stage_model(cfg, tokenizer, stage: Stage):
     return load_adapters(model, cfg, is_trainable=False)
 
 
+def _close_progress_bar(trainer) -> None:
+    """End the progress bar's line when training stops with an error, so that the error starts a line of its own."""
+    from transformers.trainer_callback import ProgressCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, ProgressCallback) and getattr(callback, "training_bar", None) is not None:
+            callback.training_bar.close()
+            callback.training_bar = None
+
+
 def run_stage(cfg, stage: Stage) -> None:
     from transformers import set_seed
 
@@ -143,6 +153,7 @@ def run_stage(cfg, stage: Stage) -> None:
                 result = trainer.train(resume_from_checkpoint=resume)
             finally:
                 interrupt.restore()
+                _close_progress_bar(trainer)
             if interrupt.stopped_at is not None:
                 raise interrupted(interrupt, interrupt.stopped_at,
                                   f"{cfg.output_dir}/checkpoint-{interrupt.stopped_at}")
