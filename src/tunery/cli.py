@@ -231,5 +231,17 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def entry() -> None:
+    """The `tunery` command: main(), then the exit. After Ctrl-C or SIGTERM, further ones are ignored while the
+    interpreter shuts down (torch's teardown can take seconds), so a second press never prints a traceback."""
+    code = main()
+    if code in (130, 143):
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

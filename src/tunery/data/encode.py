@@ -363,26 +363,40 @@ def _run_chunk(records: list[AlignedRecord]) -> tuple[list[dict], Counter]:
 
 
 def _map_in_pool(context, workers: int, chunks: list, initargs: tuple) -> list:
-    """``_run_chunk`` over ``chunks`` in ``workers`` processes, in order. Ctrl-C or SIGTERM (pressed once or more)
-    ends every worker within a moment — ``Pool.terminate`` — and then propagates; no worker outlives the parent."""
+    """``_run_chunk`` over ``chunks`` in ``workers`` processes, in order. The first Ctrl-C or SIGTERM ends every
+    worker at once (``Pool.terminate``) and then propagates; further presses while that happens are swallowed, so the
+    clean-up always completes and no worker outlives the parent."""
     import signal
+    import threading
 
+    stops = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+    previous = {s: signal.getsignal(s) for s in stops}
+    stopping = []
+
+    def first_only(signum, frame):
+        if stopping:
+            return
+        stopping.append(signum)
+        handler = previous.get(signum)
+        if callable(handler):
+            handler(signum, frame)  # Ctrl-C's KeyboardInterrupt, the CLI's SIGTERM exception
+        raise KeyboardInterrupt
+
+    for s in stops:
+        signal.signal(s, first_only)
     pool = context.Pool(workers, initializer=_init_worker, initargs=initargs)
     try:
         parts = pool.map(_run_chunk, chunks, chunksize=1)
     except BaseException:
-        import threading
-
-        stops = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
-        keep = [signal.signal(s, signal.SIG_IGN) for s in stops]  # a second Ctrl-C must not interrupt the clean-up
-        try:
-            pool.terminate()
-        finally:
-            for s, handler in zip(stops, keep):
-                signal.signal(s, handler)
+        stopping.append(None)  # an error in a worker: a signal during the clean-up is swallowed too
+        pool.terminate()
         raise
-    pool.close()
-    pool.join()
+    else:
+        pool.close()
+        pool.join()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     return parts
 
 
