@@ -99,8 +99,8 @@ def _unused_method_options(cfg) -> None:
         names = sorted(n for n in cfg.explicit if n in _GROUP_NAMES[group])
         if names:
             get_logger(__name__).warning(
-                "%s: finetuning_type is %s, so the %s option(s) %s are ignored — drop them, or set finetuning_type: %s",
-                cfg.where, cfg.finetuning_type, method, ", ".join(names), method)
+                "%s: finetuning_type is %s, so the %s option(s) %s are ignored — drop them, or set "
+                "finetuning_type: %s", cfg.where, cfg.finetuning_type, method, ", ".join(names), method)
 
 
 def _is_dir_with(path: str, name: str) -> bool:

@@ -363,13 +363,18 @@ def _run_chunk(records: list[AlignedRecord]) -> tuple[list[dict], Counter]:
 
 
 def _map_in_pool(context, workers: int, chunks: list, initargs: tuple) -> list:
-    """``_run_chunk`` over ``chunks`` in ``workers`` processes, in order. The first Ctrl-C or SIGTERM ends every
-    worker at once (``Pool.terminate``) and then propagates; further presses while that happens are swallowed, so the
-    clean-up always completes and no worker outlives the parent."""
+    """``_run_chunk`` over ``chunks`` in ``workers`` processes, in order. Ctrl-C reaches the whole process group, so
+    the workers ignore it (while they start, a handler that only takes note of it) and the parent alone handles it:
+    the first Ctrl-C or SIGTERM ends every worker at once and then propagates; further presses while that happens are
+    swallowed, so the clean-up always completes and no worker outlives the parent. A worker killed from outside (out
+    of memory) is one line."""
     import signal
     import threading
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    stops = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+    main = threading.current_thread() is threading.main_thread()
+    stops = (signal.SIGINT, signal.SIGTERM) if main else ()
     previous = {s: signal.getsignal(s) for s in stops}
     stopping = []
 
@@ -382,18 +387,35 @@ def _map_in_pool(context, workers: int, chunks: list, initargs: tuple) -> list:
             handler(signum, frame)  # Ctrl-C's KeyboardInterrupt, the CLI's SIGTERM exception
         raise KeyboardInterrupt
 
-    for s in stops:
-        signal.signal(s, first_only)
-    pool = context.Pool(workers, initializer=_init_worker, initargs=initargs)
+    pending = []
+
+    def defer(signum, frame):  # while the first submit forks the workers: they inherit this harmless handler
+        pending.append(signum)
+
+    others = {p.pid for p in multiprocessing.active_children()}
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=initargs)
     try:
-        parts = pool.map(_run_chunk, chunks, chunksize=1)
-    except BaseException:
-        stopping.append(None)  # an error in a worker: a signal during the clean-up is swallowed too
-        pool.terminate()
+        for s in stops:
+            signal.signal(s, defer)
+        futures = [pool.submit(_run_chunk, chunks[0])]
+        for s in stops:
+            signal.signal(s, first_only)
+        if pending:  # pressed while the workers were starting
+            first_only(pending[0], None)
+        futures += [pool.submit(_run_chunk, chunk) for chunk in chunks[1:]]
+        parts = [future.result() for future in futures]
+    except BaseException as err:
+        stopping.append(None)  # a signal during the clean-up is swallowed
+        for process in multiprocessing.active_children():  # the pool's workers, even one blocked on its pipe
+            if process.pid not in others:
+                process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        if isinstance(err, BrokenProcessPool):
+            raise DataError(f"a preprocessing worker was killed from outside (out of memory?) while encoding — "
+                            f"lower preprocessing_num_workers (now {workers}) or free memory") from None
         raise
     else:
-        pool.close()
-        pool.join()
+        pool.shutdown(wait=True)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
