@@ -29,6 +29,15 @@ commands:
 Errors print one line and exit with code 2; add --debug for a traceback."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop (data, model loading): unwinds like Ctrl-C (workers ended, nothing half
+    written kept as complete), then exit 143. During training the loop's own handler saves a checkpoint first."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
 def _train(argv: list[str]) -> int:
     from tunery.config import parse_config
 
@@ -198,8 +207,14 @@ def main(argv: list[str] | None = None) -> int:
 
         print(format_help(name, summary))
         return 0
+    import signal
+    import threading
+
     from tunery.errors import TuneryError
 
+    previous = None
+    if name == "train" and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return func(rest)
     except TuneryError as err:
@@ -207,10 +222,28 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except Terminated:
+        print("\nstopped by SIGTERM", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def entry() -> None:
+    """The `tunery` command: main(), then the exit. After Ctrl-C or SIGTERM, further ones are ignored while the
+    interpreter shuts down (torch's teardown can take seconds), so a second press never prints a traceback."""
+    code = main()
+    if code in (130, 143):
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, Iterable
 
 from tunery.config.registry import all_options, all_rules
@@ -43,29 +41,10 @@ class Config:
 
 
 def read_config_file(path: str) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file '{path}' does not exist — check the path")
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
-    try:
-        if path.endswith(".json"):
-            data = json.loads(text)
-        else:
-            import yaml
+    """The option: value mapping of a YAML/JSON file (UTF-8, no duplicate keys, bounded aliases, no ``${VAR}``)."""
+    from tunery.config.files import read_config_mapping
 
-            data = yaml.safe_load(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}:{err.lineno}:{err.colno}: malformed JSON ({err.msg}) — fix the file") from None
-    except Exception as err:  # yaml.YAMLError
-        mark = getattr(err, "problem_mark", None)
-        loc = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{path}{loc}: malformed YAML ({problem}) — fix the file") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of option: value at the top level")
-    return data
+    return read_config_mapping(path)
 
 
 def split_argv(argv: Iterable[str]) -> tuple[list[str], list[tuple[str, Any, str]]]:

@@ -105,6 +105,21 @@ def _lora_only(cfg) -> None:
                           f"finetuning_type: lora (got {cfg.finetuning_type}) or drop quantization_bit")
 
 
+def _unused_method_options(cfg) -> None:
+    """LoRA options with full/freeze (or freeze options with lora/full) change nothing: say so, naming them."""
+    from tunery.utils.logging import get_logger
+
+    groups = {"lora": L, "freeze": F}
+    for method, group in groups.items():
+        if cfg.finetuning_type == method:
+            continue
+        names = sorted(n for n in cfg.explicit if n in _GROUP_NAMES[group])
+        if names:
+            get_logger(__name__).warning(
+                "%s: finetuning_type is %s, so the %s option(s) %s are ignored — drop them, or set "
+                "finetuning_type: %s", cfg.where, cfg.finetuning_type, method, ", ".join(names), method)
+
+
 def _is_dir_with(path: str, name: str) -> bool:
     return os.path.isfile(os.path.join(os.path.expanduser(path), name))
 
@@ -145,5 +160,7 @@ def _pref_loss_stage(cfg) -> None:
         raise ConfigError(f"{cfg.where}: ref_model '{cfg.ref_model}' is not a model folder — check the path")
 
 
-RULES = [Rule(_lora_only, frozenset({"train"})),
+_GROUP_NAMES = {group: {o.name for o in OPTIONS if o.group == group} for group in (L, F)}
+
+RULES = [Rule(_lora_only, frozenset({"train"})), Rule(_unused_method_options, frozenset({"train"})),
          Rule(_ppo_reward, frozenset({"train"})), Rule(_pref_loss_stage, frozenset({"train"}))]
