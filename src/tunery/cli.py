@@ -22,6 +22,8 @@ commands:
   preview     show the training data as the trainer sees it (tokenizer only): rendered records, lengths, drops
   demo        build the embedded tiny model (offline) — `tunery demo -h`
   quickstart  build the tiny model, fine-tune it on the bundled identity data and compare answers
+  estimate    before training: peak memory per device, time per step and for the run, whether it fits
+  runs        list runs under a saves folder; `runs diff A B`, `runs plot A B ...`
   env         print library versions and the accelerators this machine has
   version     print Tunery's version
 
@@ -40,8 +42,16 @@ def _raise_terminated(signum, frame):
 
 def _train(argv: list[str]) -> int:
     from tunery.config import parse_config
+    from tunery.runs.reproduce import reproduce_config, reproduce_target
 
-    cfg = parse_config("train", argv)  # every option error surfaces here, before any process or model starts
+    if reproduce_target(argv) is not None:  # the run card's options, then argv's overrides
+        cfg, argv = reproduce_config(argv)
+    else:
+        cfg = parse_config("train", argv)  # every option error surfaces here, before any process or model starts
+    if cfg.dry_run:
+        from tunery.estimate.report import run_estimate
+
+        return run_estimate(cfg)
     from tunery.launch import hand_off, torchrun_plan
 
     plan = torchrun_plan()
@@ -138,6 +148,24 @@ def _preview(argv: list[str]) -> int:
     return run_preview(argv)
 
 
+def _estimate(argv: list[str]) -> int:
+    from tunery.config import parse_config
+
+    aliases = {"--format": "--estimate_format"}
+    argv = [aliases.get(a.partition("=")[0], a.partition("=")[0]) + a.partition("=")[1] + a.partition("=")[2]
+            for a in argv]
+    cfg = parse_config("train", argv)  # the same options and checks as the run it estimates
+    from tunery.estimate.report import run_estimate
+
+    return run_estimate(cfg)
+
+
+def _runs(argv: list[str]) -> int:
+    from tunery.runs.commands import run_runs
+
+    return run_runs(argv)
+
+
 def _quickstart(argv: list[str]) -> int:
     from tunery.demo.quickstart import main as quickstart_main
 
@@ -172,6 +200,15 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
                           "token-length percentiles, cutoff_len truncation, dropped records by cause, placeholders "
                           "and the trained-token share; --format json prints the encoded items (input_ids, labels, "
                           "attention_mask, ...) one per line, then a summary."),
+    "estimate": (_estimate, "Before training: peak memory per device (weights, gradients, optimizer states, "
+                            "activations for the batch and cutoff; ZeRO/FSDP shards and QLoRA where configured), time "
+                            "per step (a short probe on a randomly initialised copy of the model) and for the run, "
+                            "whether it fits the device found, and which options would make it fit. Same options as "
+                            "train (also `tunery train ... --dry_run`); --format json prints one object."),
+    "runs": (_runs, "Runs side by side: `tunery runs [SAVES_DIR]` lists the runs (model, datasets, method, steps, "
+                    "final/best loss, time, status: finished, running, crashed with its last complete checkpoint); "
+                    "`tunery runs diff A B` shows the options, versions and data that differ; `tunery runs plot A B "
+                    "... [--output FILE.png]` overlays their loss / eval loss / reward curves."),
     "env": (_env, "Print library versions and accelerators."),
     "version": (_version, "Print Tunery's version."),
     "demo": (_demo, "Build the embedded tiny model."),
@@ -182,7 +219,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
                     "the run."),
 }
 # Commands whose options come from the declarations (their -h is generated); the others parse their own argv.
-CONFIG_COMMANDS = ("train", "chat", "eval", "webchat", "api", "export", "preview")
+CONFIG_COMMANDS = ("train", "chat", "eval", "webchat", "api", "export", "preview", "estimate")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,10 @@ CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 class Config:
     """Validated option values for one command. Attribute access by option name."""
 
-    def __init__(self, command: str, values: dict[str, Any], explicit: set[str], where: str):
+    def __init__(self, command: str, values: dict[str, Any], explicit: set[str], where: str,
+                 sources: dict[str, str] | None = None):
         self.__dict__["command"] = command
+        self.__dict__["sources"] = dict(sources or {})  # option -> the file or "command line" its value came from
         self.__dict__["values"] = values
         self.__dict__["explicit"] = explicit
         self.__dict__["where"] = where
@@ -113,7 +115,7 @@ def build_config(command: str, raw: list[tuple[str, Any, str]], where: str) -> C
     explicit = set(sources)
     if command == "train" and not explicit & {"do_train", "do_eval", "do_predict"}:
         values["do_train"] = True  # `tunery train` trains unless told to only evaluate or predict
-    cfg = Config(command, values, explicit, where)
+    cfg = Config(command, values, explicit, where, sources)
     for rule in all_rules():
         if command in rule.commands:
             rule.func(cfg)

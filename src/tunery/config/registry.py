@@ -11,6 +11,7 @@ from tunery.config import (
     grpo_options,
     method_options,
     model_options,
+    run_options,
     serve_options,
     train_options,
 )
@@ -18,13 +19,15 @@ from tunery.config.hf_args import hf_options
 from tunery.config.option import Option, Rule
 
 _MODULES = (model_options, data_options, method_options, grpo_options, train_options, generation_options,
-            eval_options, serve_options)
+            eval_options, serve_options, run_options)
 
 # Groups listed by `tunery <command> -h` (every command accepts every option, so LLaMA-Factory YAML files that mix
 # training and generation keys work unchanged; options a command does not use are ignored by it).
 COMMAND_GROUPS = {
     "train": ("model", "data", "method", "method: lora", "method: freeze", "method: rlhf", "output",
-              "training (transformers)", "generation"),
+              "training (transformers)", "generation", "run"),
+    "estimate": ("model", "data", "method", "method: lora", "method: freeze", "method: rlhf", "output",
+                 "training (transformers)", "estimate"),
     "chat": ("model", "data", "method", "generation", "compare", "inference"),
     "webchat": ("model", "data", "method", "generation", "compare", "inference"),
     "api": ("model", "data", "method", "generation", "inference"),

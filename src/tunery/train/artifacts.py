@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 
+from tunery.runs.card import CARD_FILE, SUMMARY_FILE
 from tunery.train.checkpoints import (
     check_resume_point,
     last_checkpoint,
@@ -26,7 +27,7 @@ logger = get_logger(__name__)
 RUN_FILES = (LOG_FILE, COMPLETIONS_FILE, "train_results.json", "eval_results.json", "all_results.json",
              "trainer_state.json", "predict_results.json", "generated_predictions.jsonl", "adapter_config.json",
              "adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "config.json",
-             "generation_config.json", "value_head.safetensors", "training_args.bin")
+             "generation_config.json", "value_head.safetensors", "training_args.bin", CARD_FILE, SUMMARY_FILE)
 
 
 def training_arguments(cfg):

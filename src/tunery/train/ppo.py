@@ -296,6 +296,9 @@ def run_ppo(cfg) -> None:
     prompts = [e["input_ids"] for e in prepare_datasets(cfg, tokenizer, template).train]
     args = training_arguments(cfg)
     resume = prepare_output_dir(cfg)
+    from tunery.runs import card
+
+    card.begin(cfg, resume)
 
     set_seed(cfg.seed)
     policy = prepare_for_training(load_model(cfg, tokenizer), cfg)

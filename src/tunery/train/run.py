@@ -22,4 +22,15 @@ def run_train(cfg) -> None:
 
     apply_malloc_mmap_threshold(cfg)  # before the data and the model take memory
     module, func = RECIPES[cfg.stage]
-    getattr(importlib.import_module(module), func)(cfg)
+    from tunery.runs import card
+    from tunery.train.workflow import TrainingInterrupted
+
+    try:
+        getattr(importlib.import_module(module), func)(cfg)
+    except TrainingInterrupted:
+        card.finish(cfg.output_dir, "interrupted")
+        raise
+    except BaseException as err:
+        card.finish(cfg.output_dir, "failed", error=str(err).splitlines()[0] if str(err) else type(err).__name__)
+        raise
+    card.finish(cfg.output_dir, "finished")

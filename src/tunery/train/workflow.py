@@ -125,6 +125,10 @@ def run_stage(cfg, stage: Stage) -> None:
     if cfg.do_train:
         with args.main_process_first(local=False, desc="output_dir"):
             resume = prepare_output_dir(cfg, is_main=args.process_index == 0)
+        from tunery.runs import card
+
+        card.begin(cfg, resume)
+        card.note_data(cfg, data)
 
     # 2. Model and fine-tuning method (the seed makes new LoRA/head weights the same in every process and run).
     set_seed(cfg.seed)

@@ -74,7 +74,7 @@ def create_app(saves_dir: str | None = None, initial: dict | None = None, lang: 
         import gradio as gr
     except ImportError:
         raise TuneryError("tunery webui needs gradio — pip install 'tunery[webui]'") from None
-    from tunery.webui import chat_tab, eval_tab, export_tab, train_tab
+    from tunery.webui import chat_tab, eval_tab, export_tab, runs_tab, train_tab
 
     board = Board.create(saves_dir, initial)
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -95,6 +95,9 @@ def create_app(saves_dir: str | None = None, initial: dict | None = None, lang: 
             with gr.Tab(t("tab_export", lang), id="export", elem_id="tab-export") as tab:
                 board.word(tab, "tab_export")
                 export_tab.build(board, lang)
+            with gr.Tab(t("tab_runs", lang), id="runs", elem_id="tab-runs") as tab:
+                board.word(tab, "tab_runs")
+                runs_tab.build(board, lang)
         memo = gr.State({})
         timer = gr.Timer(poll_seconds)
         picker = board.top["adapter_name_or_path"]

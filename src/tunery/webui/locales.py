@@ -20,6 +20,13 @@ WORDS: dict[str, tuple[str, str]] = {
     "tab_eval": ("Evaluate & Predict", "评估与预测"),
     "tab_chat": ("Chat", "对话"),
     "tab_export": ("Export", "导出"),
+    "tab_runs": ("Runs", "训练记录"),
+    # runs tab
+    "run_a": ("Run A", "记录 A"),
+    "run_b": ("Run B", "记录 B"),
+    "runs_diff": ("Show differences", "显示差异"),
+    "runs_plot_pick": ("Runs to plot", "要绘制的记录"),
+    "runs_plot": ("Plot curves", "绘制曲线"),
     # train tab
     "datasets": ("Datasets", "数据集"),
     "preview": ("Preview data", "预览数据"),
