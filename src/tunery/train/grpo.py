@@ -260,6 +260,9 @@ def run_grpo(cfg) -> None:
     args = grpo_arguments(cfg)
     with args.main_process_first(local=False, desc="output_dir"):
         resume = prepare_output_dir(cfg, is_main=args.process_index == 0)
+    from tunery.runs import card
+
+    card.begin(cfg, resume)
 
     # 2. Policy (with its method), reward functions.
     set_seed(cfg.seed)
