@@ -4,7 +4,7 @@ A slot is a string or a tuple of strings (``{{content}}``/``{{idx}}`` placeholde
 tokenizer's own tokens) and ``Token("...")`` (one token by its text). Unset slots take LLaMA-Factory's defaults:
 assistant = content + eos (content only with ``efficient_eos``), system = content, function = assistant,
 observation = user. ``tests/test_parity_llamafactory.py`` checks every entry against LLaMA-Factory token for token.
-``gemma3`` is the text part of LLaMA-Factory's (multimodal) ``gemma3``.
+``gemma3`` is the text part of LLaMA-Factory's (multimodal) ``gemma3``; ``baichuan2`` is from LLaMA-Factory 0.9.x.
 """
 
 from __future__ import annotations
@@ -64,7 +64,11 @@ MULTIMODAL_TEMPLATES = frozenset(
     ]
 )
 
+# Tunery keeps names earlier LLaMA-Factory versions had (not in 0.9.5): baichuan2
+TUNERY_EXTRAS = frozenset({"baichuan2", "gemma3"})
+
 _FAMILIES: dict[str, dict] = {
+    "baichuan2": dict(user="<reserved_106>{{content}}<reserved_107>", efficient_eos=True),
     "alpaca": dict(
         user="### Instruction:\n{{content}}\n\n### Response:\n",
         assistant=("{{content}}", EOS, "\n\n"),
