@@ -130,6 +130,8 @@ def encode_supervised(
         raise ConfigError(f"template '{template.name}' does not support train_on_prompt (it uses efficient_eos)")
     pairs = template.encode_multiturn(tokenizer, record.prompt + record.response, record.system or None,
                                       record.tools or None, discard_history_cot=discard_history_cot)
+    # a model's own chat template may render text after the last turn (Phi-3.5's <|endoftext|>): kept, not trained
+    tail = pairs.pop()[0] if pairs and pairs[-1][1] is None else []
     eos = tokenizer.eos_token_id if template.efficient_eos else None
     input_ids: list[int] = []
     labels: list[int] = []
@@ -158,6 +160,8 @@ def encode_supervised(
     if template.efficient_eos:
         input_ids.append(eos)
         labels.append(eos)
+    tail = tail[:max(0, cutoff_len - len(input_ids))]
+    input_ids, labels = input_ids + tail, labels + [IGNORE_INDEX] * len(tail)
     return {"input_ids": input_ids, "labels": labels, "attention_mask": [1] * len(input_ids)}
 
 
@@ -188,6 +192,8 @@ def encode_unsupervised(record: AlignedRecord, template, tokenizer, cutoff_len: 
     response = record.response if len(record.response) == 1 else [{"role": ASSISTANT, "content": ""}]
     input_ids, labels = template.encode_oneturn(tokenizer, record.prompt + response, record.system or None,
                                                 record.tools or None)
+    if hasattr(template, "encode_prompt"):  # a model's own template: the generation prompt exactly as served
+        input_ids = template.encode_prompt(tokenizer, record.prompt, record.system or None, record.tools or None)
     if template.efficient_eos:
         labels = labels + [tokenizer.eos_token_id]
     source_len, target_len = infer_seqlen(len(input_ids), len(labels), cutoff_len)
@@ -336,7 +342,10 @@ def _encode_records(records, kind, template, tokenizer, cutoff_len, options) -> 
                 example = encode_kto(record, records[i - 1], template, tokenizer, cutoff_len)
                 keep = _trained(example["labels"])
         except DataError as err:
-            dropped["invalid: " + str(err).split(":", 1)[-1].strip()[:60]] += 1
+            reason = str(err)
+            if reason.startswith("invalid example") and ": " in reason:
+                reason = reason.split(": ", 1)[1]
+            dropped["invalid: " + reason.strip()[:160]] += 1
             continue
         if keep:
             out.append(example)
