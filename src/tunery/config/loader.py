@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, Iterable
 
 from tunery.config.registry import all_options, all_rules
@@ -15,8 +13,10 @@ CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 class Config:
     """Validated option values for one command. Attribute access by option name."""
 
-    def __init__(self, command: str, values: dict[str, Any], explicit: set[str], where: str):
+    def __init__(self, command: str, values: dict[str, Any], explicit: set[str], where: str,
+                 sources: dict[str, str] | None = None):
         self.__dict__["command"] = command
+        self.__dict__["sources"] = dict(sources or {})  # option -> the file or "command line" its value came from
         self.__dict__["values"] = values
         self.__dict__["explicit"] = explicit
         self.__dict__["where"] = where
@@ -43,29 +43,10 @@ class Config:
 
 
 def read_config_file(path: str) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file '{path}' does not exist — check the path")
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
-    try:
-        if path.endswith(".json"):
-            data = json.loads(text)
-        else:
-            import yaml
+    """The option: value mapping of a YAML/JSON file (UTF-8, no duplicate keys, bounded aliases, no ``${VAR}``)."""
+    from tunery.config.files import read_config_mapping
 
-            data = yaml.safe_load(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}:{err.lineno}:{err.colno}: malformed JSON ({err.msg}) — fix the file") from None
-    except Exception as err:  # yaml.YAMLError
-        mark = getattr(err, "problem_mark", None)
-        loc = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{path}{loc}: malformed YAML ({problem}) — fix the file") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of option: value at the top level")
-    return data
+    return read_config_mapping(path)
 
 
 def split_argv(argv: Iterable[str]) -> tuple[list[str], list[tuple[str, Any, str]]]:
@@ -134,7 +115,7 @@ def build_config(command: str, raw: list[tuple[str, Any, str]], where: str) -> C
     explicit = set(sources)
     if command == "train" and not explicit & {"do_train", "do_eval", "do_predict"}:
         values["do_train"] = True  # `tunery train` trains unless told to only evaluate or predict
-    cfg = Config(command, values, explicit, where)
+    cfg = Config(command, values, explicit, where, sources)
     for rule in all_rules():
         if command in rule.commands:
             rule.func(cfg)

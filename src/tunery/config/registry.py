@@ -8,28 +8,33 @@ from tunery.config import (
     data_options,
     eval_options,
     generation_options,
+    grpo_options,
     method_options,
     model_options,
+    run_options,
     serve_options,
     train_options,
 )
 from tunery.config.hf_args import hf_options
 from tunery.config.option import Option, Rule
 
-_MODULES = (model_options, data_options, method_options, train_options, generation_options, eval_options,
-            serve_options)
+_MODULES = (model_options, data_options, method_options, grpo_options, train_options, generation_options,
+            eval_options, serve_options, run_options)
 
 # Groups listed by `tunery <command> -h` (every command accepts every option, so LLaMA-Factory YAML files that mix
 # training and generation keys work unchanged; options a command does not use are ignored by it).
 COMMAND_GROUPS = {
     "train": ("model", "data", "method", "method: lora", "method: freeze", "method: rlhf", "output",
-              "training (transformers)", "generation"),
+              "training (transformers)", "generation", "run"),
+    "estimate": ("model", "data", "method", "method: lora", "method: freeze", "method: rlhf", "output",
+                 "training (transformers)", "estimate"),
     "chat": ("model", "data", "method", "generation", "compare", "inference"),
     "webchat": ("model", "data", "method", "generation", "compare", "inference"),
     "api": ("model", "data", "method", "generation", "inference"),
     "export": ("model", "data", "method", "export"),
     "preview": ("model", "data", "method", "preview"),
     "eval": ("model", "data", "method", "eval", "compare"),
+    "webui": ("webui",),
 }
 
 

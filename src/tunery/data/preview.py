@@ -108,7 +108,7 @@ def _show_record(out: _Out, cfg, index: int, total: int, record, template, token
             out.parts(segments(tokenizer, ids, labels))
         return
     ids, labels = example["input_ids"], example["labels"]
-    if cfg.stage in ("ppo", "predict") or len(labels) != len(ids):  # prompt only; labels hold the reference answer
+    if cfg.stage in ("ppo", "grpo", "predict") or len(labels) != len(ids):  # prompt only; labels hold the reference answer
         out.line(f"{head} · prompt {len(ids)} tokens ──", style="bold")
         out.parts([(tokenizer.decode(ids, skip_special_tokens=False), False)])
         out.line("reference answer: " + tokenizer.decode(labels, skip_special_tokens=False))

@@ -9,6 +9,7 @@ second instead of minutes of retries.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import socket
@@ -377,6 +378,16 @@ def data_files(spec: DatasetSpec) -> list[str]:
                 "a folder dataset must hold files of one type"
             )
         return files
+    if os.path.islink(path):
+        try:
+            os.stat(path)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise DataError(f"dataset {spec.name}: {path} is a symlink loop ({_where(spec)}: the link leads, "
+                                "directly or through other links, back to itself) — point it at the real file") \
+                    from None
+        raise DataError(f"dataset {spec.name}: {path} is a broken symlink to '{os.readlink(path)}' "
+                        f"({_where(spec)}) — point it at an existing file or fix file_name")
     raise DataError(
         f"dataset {spec.name}: {path} not found ({_where(spec)}) — put the file in dataset_dir "
         f"'{spec.dataset_dir or os.getcwd()}' or fix file_name"

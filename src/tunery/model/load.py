@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Any
 
 from tunery.errors import TuneryError
@@ -122,6 +123,10 @@ def load_model(cfg, tokenizer, path: str | None = None, model_class=None, what: 
         model = model_class.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
         raise _load_error(what, path, err) from None
+    except pickle.UnpicklingError:  # transformers loads .bin weights with weights_only=True and refused one
+        from tunery.utils.safe_load import refused_file, unsafe_file
+
+        raise unsafe_file(path) or refused_file(path) from None
     if cfg.enable_liger_kernel:
         _apply_liger(model)
     vocab = len(tokenizer)

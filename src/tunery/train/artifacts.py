@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import tempfile
+from contextlib import contextmanager
 
+from tunery.runs.card import CARD_FILE, SUMMARY_FILE
 from tunery.train.checkpoints import (
     check_resume_point,
     last_checkpoint,
@@ -13,16 +17,17 @@ from tunery.train.checkpoints import (
     remove_incomplete,
     step_of,
 )
-from tunery.train.plots import LOG_FILE, plot_all
+from tunery.errors import TuneryError
+from tunery.train.plots import COMPLETIONS_FILE, LOG_FILE, plot_all
 from tunery.utils.logging import get_logger
 
 logger = get_logger(__name__)
 
 # Files a previous run wrote, removed (with checkpoint-N folders) only when overwrite_output_dir is set.
-RUN_FILES = (LOG_FILE, "train_results.json", "eval_results.json", "all_results.json", "trainer_state.json",
-             "predict_results.json", "generated_predictions.jsonl", "adapter_config.json",
+RUN_FILES = (LOG_FILE, COMPLETIONS_FILE, "train_results.json", "eval_results.json", "all_results.json",
+             "trainer_state.json", "predict_results.json", "generated_predictions.jsonl", "adapter_config.json",
              "adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "config.json",
-             "generation_config.json", "value_head.safetensors", "training_args.bin")
+             "generation_config.json", "value_head.safetensors", "training_args.bin", CARD_FILE, SUMMARY_FILE)
 
 
 def training_arguments(cfg):
@@ -54,10 +59,58 @@ def _clear_run(out: str) -> None:
             os.remove(os.path.join(out, name))
 
 
+def check_writable(folder: str, option: str = "output_dir") -> None:
+    """Create ``folder`` if needed and write (then remove) a probe file in it: a folder Tunery cannot write into, or
+    a full disk, is one line before the model loads instead of a traceback after it."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".tunery-write-check-"):
+            pass
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise TuneryError(f"{option} '{folder}': no space left on its disk — free space there or choose another "
+                              f"{option}") from None
+        raise TuneryError(f"{option} '{folder}' is not writable ({err.strerror or err}) — choose a folder you can "
+                          f"write to, or fix its permissions") from None
+
+
+_DISK_FULL = ("No space left on device", "os error 28", "Disk quota exceeded", "file write failed")
+
+
+def _disk_full(err: BaseException) -> bool:
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(err) for text in _DISK_FULL):  # safetensors and torch.save word it their own way
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+@contextmanager
+def disk_full_is_one_line(output_dir: str):
+    """A save that runs out of disk becomes one line naming the folder; the checkpoint it was writing is incomplete
+    and is never resumed from (train/checkpoints.py), so rerunning resumes from the last complete one."""
+    try:
+        yield
+    except Exception as err:
+        if not _disk_full(err):
+            raise
+        folder = os.path.dirname(getattr(err, "filename", None) or "") or output_dir
+        resume = last_checkpoint(output_dir)
+        then = (f"resumes from {os.path.basename(resume)}, the last complete checkpoint" if resume else
+                "starts the training again (no checkpoint was complete yet)")
+        raise TuneryError(f"no space left on the disk holding {folder} while saving — free space there (df -h "
+                          f"{folder}), then rerun the same command: it {then}") from None
+
+
 def prepare_output_dir(cfg, is_main: bool = True) -> str | None:
     """Clear the previous run's outputs when asked (or when a run crashed before its first checkpoint); return the
-    checkpoint to resume from (or None). Only the main process deletes anything."""
+    checkpoint to resume from (or None). Only the main process deletes anything. A folder that cannot be written is
+    refused here, before the model loads."""
     out = cfg.output_dir
+    if is_main:
+        check_writable(out)
     if cfg.resume_from_checkpoint:
         check_resume_point(cfg.resume_from_checkpoint, cfg)
         return cfg.resume_from_checkpoint
