@@ -29,7 +29,7 @@ def training_arguments(cfg):
     """transformers Seq2SeqTrainingArguments from the options the user set, plus what Tunery needs."""
     from transformers import Seq2SeqTrainingArguments
 
-    from tunery.utils.device import cuda_available
+    from tunery.utils.device import accelerator_available, cuda_available
 
     kwargs = cfg.hf_training_kwargs()
     kwargs["output_dir"] = cfg.output_dir
@@ -41,6 +41,10 @@ def training_arguments(cfg):
         kwargs["report_to"] = "none"
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         kwargs.setdefault("ddp_find_unused_parameters", False)  # every trainable weight gets a gradient
+        if not accelerator_available():
+            # accelerate (>= 1.13) makes a torchrun run data parallel on CPU (MULTI_CPU, gloo) only when asked to use
+            # the CPU; without it each rank trains alone on all the data and believes it is the main process.
+            kwargs.setdefault("use_cpu", True)
     if cfg.pure_bf16:
         kwargs["bf16"] = False  # the weights are bf16 already; no autocast on top
     return Seq2SeqTrainingArguments(**kwargs)
