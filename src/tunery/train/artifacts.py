@@ -34,7 +34,11 @@ def training_arguments(cfg):
     kwargs = cfg.hf_training_kwargs()
     kwargs["output_dir"] = cfg.output_dir
     kwargs["remove_unused_columns"] = False
-    kwargs["gradient_checkpointing"] = False  # enabled on the model by prepare_for_training when asked
+    # Checkpointing is enabled on the model by prepare_for_training when asked (either name), not by the Trainer.
+    for name in ("gradient_checkpointing", "gradient_checkpointing_kwargs", "activation_checkpointing",
+                 "activation_checkpointing_kwargs"):
+        kwargs.pop(name, None)
+    os.environ.update(cfg.env)  # e.g. TENSORBOARD_LOGGING_DIR from logging_dir (hf_compat)
     kwargs.setdefault("include_num_input_tokens_seen", "non_padding")  # tokens/s in trainer_log.jsonl
     kwargs.setdefault("dataloader_pin_memory", cuda_available())
     if kwargs.get("report_to") in (None, [], ["none"]):
