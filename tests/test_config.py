@@ -129,7 +129,7 @@ def test_names_transformers_dropped_are_translated(tmp_path, caplog):
         assert len(notices) == 1 and "TENSORBOARD_LOGGING_DIR" in notices[0]
     from tunery.train.artifacts import training_arguments
 
-    assert training_arguments(cfg).warmup_steps == (0.1 if "warmup_ratio" not in fields else 0)
+    assert training_arguments(cfg).get_warmup_steps(100) == 10  # 10% of the steps, either way
 
 
 @pytest.mark.parametrize("option,expected", [
