@@ -4,6 +4,7 @@ launch-time errors."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -51,6 +52,16 @@ def test_missing_deepspeed_config_is_one_line(tiny_llama3_dir, tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert code == 2 and one_error_line(err)
     assert "deepspeed config file 'examples/deepspeed/ds_z9_config.json' does not exist" in err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="deepspeed is installed")
+def test_deepspeed_config_without_deepspeed_is_one_line(tiny_llama3_dir, tmp_path, capsys):
+    code = main(["train", f"model_name_or_path={tiny_llama3_dir}", "dataset=identity", f"dataset_dir={DATA_DIR}",
+                 f"output_dir={tmp_path / 'out'}", "deepspeed=examples/deepspeed/ds_z2_config.json"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and one_error_line(err)
+    assert "needs the deepspeed package — pip install 'tunery[deepspeed]'" in err
+    assert not (tmp_path / "out").exists()
 
 
 # -- real runs: 2 processes on CPU (gloo) -------------------------------------------------------------------------------
