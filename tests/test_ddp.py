@@ -64,7 +64,7 @@ def test_deepspeed_config_without_deepspeed_is_one_line(tiny_llama3_dir, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
-# -- real runs: 2 processes on CPU (gloo) -------------------------------------------------------------------------------
+# -- real runs: 2 processes on CPU (gloo) ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def runs(tiny_llama3_dir, tmp_path_factory):
     """The same 3 steps, global batch 4: 2 processes × 2 (`tunery train` with NPROC_PER_NODE=2) and 1 process × 4."""

@@ -73,7 +73,8 @@ def test_llama2_layout_folder_keeps_its_spaces(tmp_path, caplog):
     tok.save(str(tmp_path / "tokenizer.json"))
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "LlamaTokenizerFast", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-        "legacy": True, "add_bos_token": True, "chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}"}))
+        "legacy": True, "add_bos_token": True,
+        "chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}"}))
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
 
     auto, tokenizer, notices = _check(tmp_path, caplog)

@@ -1,7 +1,7 @@
 """Several processes (GPUs, nodes) through torchrun: `tunery train` hands itself over to
 ``python -m tunery.torchrun … -m tunery.launch ARGS`` (torch.distributed.run) when the environment asks for it —
-FORCE_TORCHRUN=1, NPROC_PER_NODE, NNODES > 1 — or when several CUDA devices are visible. Each process then runs the same training
-(transformers/accelerate do the distributed part: DDP, DeepSpeed or FSDP from the options).
+FORCE_TORCHRUN=1, NPROC_PER_NODE, NNODES > 1 — or when several CUDA devices are visible. Each process then runs the
+same training (transformers/accelerate do the distributed part: DDP, DeepSpeed or FSDP from the options).
 
 Environment: NPROC_PER_NODE (default: the CUDA devices, at least 1), NNODES (1), NODE_RANK (0), MASTER_ADDR
 (127.0.0.1), MASTER_PORT (a free port), FORCE_TORCHRUN.

@@ -140,7 +140,8 @@ def _fraction(value):
 
 
 _CHECKS = {"gradient_accumulation_steps": positive, "max_steps": _at_least_minus_one, "adam_beta1": _beta,
-           "adam_beta2": _beta, "label_smoothing_factor": _fraction, "warmup_ratio": _fraction, "logging_steps": positive}
+           "adam_beta2": _beta, "label_smoothing_factor": _fraction, "warmup_ratio": _fraction,
+           "logging_steps": positive}
 _POSITIVE_SUFFIXES = ("_batch_size",)
 _NON_NEGATIVE_SUFFIXES = ("_steps", "_epochs", "_num_workers", "_limit", "learning_rate", "weight_decay", "_epsilon",
                           "max_grad_norm", "prefetch_factor", "_patience", "_timeout")
