@@ -196,3 +196,18 @@ def test_help_does_not_import_torch():
     code = "import sys; from tunery.cli import main; main(['train', '-h']); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith("False")
+
+
+@pytest.mark.parametrize("option", ["gradient_checkpointing", "activation_checkpointing"])
+def test_checkpointing_under_either_name(option, tiny_llama3_dir, tmp_path):
+    """LLaMA-Factory's gradient_checkpointing and transformers 5.x's activation_checkpointing both turn it on."""
+    from tunery.config.hf_args import hf_field_names
+    from tunery.model.adapters import prepare_for_training
+    from tunery.model.load import load_model, load_tokenizer
+
+    if option not in hf_field_names() and option == "activation_checkpointing":
+        pytest.skip("this transformers has no activation_checkpointing")
+    cfg = parse_config("train", [f"model_name_or_path={tiny_llama3_dir}", "dataset=identity",
+                                 f"output_dir={tmp_path}", f"{option}=true"])
+    model = prepare_for_training(load_model(cfg, load_tokenizer(cfg)), cfg).get_base_model()
+    assert getattr(model, "is_activation_checkpointing", None) or model.is_gradient_checkpointing
