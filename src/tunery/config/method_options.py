@@ -14,7 +14,13 @@ R = "method: rlhf"
 
 STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto")
 IMPLEMENTED_STAGES = STAGES  # every stage has a recipe in tunery.train.run
-PREF_LOSSES = ("sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo")
+# LLaMA-Factory's pref_loss values, then TRL's further DPOTrainer losses (train/dpo.py maps them onto TRL).
+PREF_LOSSES = ("sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo", "robust", "exo_pair", "nca_pair", "bco_pair",
+               "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm")
+
+def _below_half(value):
+    return None if 0 <= value < 0.5 else "must be at least 0 and below 0.5"
+
 
 OPTIONS = [
     Option("stage", "str", "sft", "Training stage: pt (pre-training on text), sft, rm (reward model), ppo, dpo "
@@ -54,11 +60,22 @@ OPTIONS = [
     # preference / rlhf (used by later stages)
     Option("pref_beta", "float", 0.1, "Beta of the preference loss (dpo, kto, orpo, simpo).", R, check=positive,
            advanced=True),
-    Option("pref_ftx", "float", 0.0, "Weight of an SFT loss on the chosen answers added to dpo/kto.", R,
-           check=non_negative, advanced=True),
-    Option("pref_loss", "str", "sigmoid", "Loss of stage dpo: sigmoid (DPO), hinge, ipo, kto_pair, orpo or simpo "
-           "(the last two need no reference model).", R, choices=PREF_LOSSES, advanced=True),
-    Option("dpo_label_smoothing", "float", 0.0, "Robust DPO label smoothing.", R, check=probability, advanced=True),
+    Option("pref_ftx", "float", 0.0, "Weight of an SFT loss on the chosen answers added to dpo/kto (on TRL's "
+           "DPOTrainer: its 'sft' term, the mean NLL of the batch's chosen tokens).", R, check=non_negative,
+           advanced=True),
+    Option("pref_loss", "str", "sigmoid", "Loss of stage dpo: sigmoid (DPO), hinge, ipo, kto_pair, orpo, simpo "
+           "(orpo and simpo need no reference model; kto_pair, orpo and simpo are Tunery's own, the rest run on TRL's "
+           "DPOTrainer), or one of TRL's further DPO losses: robust (label-noise robust DPO, with "
+           "dpo_label_smoothing), exo_pair (EXO, dpo_label_smoothing > 0), nca_pair, bco_pair, sppo_hard, aot, "
+           "aot_unpaired, apo_zero, apo_down, discopop, sigmoid_norm.", R, choices=PREF_LOSSES, advanced=True),
+    Option("pref_bco_weight", "float", 0.0, "Weight w of a BCO term mixed into the dpo loss: (loss + w·bco)/(1 + w) "
+           "(TRL's bco_pair, without LLaMA-Factory's running-mean reward shift).", R, check=non_negative,
+           advanced=True),
+    Option("dpo_label_smoothing", "float", 0.0, "Label smoothing ε of the dpo loss: conservative DPO for sigmoid, "
+           "and TRL's robust/exo_pair/aot losses.", R, check=_below_half, advanced=True),
+    Option("ld_alpha", "float", None, "LD-DPO: weight of the log-probabilities of the answer tokens past the shorter "
+           "answer's length (1 = plain DPO, 0 = only the shared length; TRL's ld_alpha, applied to the policy and "
+           "the reference).", R, check=probability, advanced=True),
     Option("kto_chosen_weight", "float", 1.0, "KTO weight of desirable examples.", R, check=positive, advanced=True),
     Option("kto_rejected_weight", "float", 1.0, "KTO weight of undesirable examples.", R, check=positive,
            advanced=True),
@@ -118,6 +135,12 @@ def _pref_loss_stage(cfg) -> None:
     if cfg.pref_loss != "sigmoid" and "pref_loss" in cfg.explicit and cfg.stage != "dpo":
         raise ConfigError(f"{cfg.where}: option 'pref_loss' ({cfg.pref_loss}) is used by stage dpo only (stage is "
                           f"{cfg.stage}) — set stage: dpo or drop pref_loss")
+    if cfg.stage == "dpo" and cfg.pref_loss == "exo_pair" and not cfg.dpo_label_smoothing:
+        raise ConfigError(f"{cfg.where}: pref_loss exo_pair needs dpo_label_smoothing > 0 (the EXO paper uses 1e-3)")
+    if cfg.stage == "dpo" and cfg.pref_loss in ("kto_pair", "orpo", "simpo") and (cfg.pref_bco_weight or
+                                                                                cfg.ld_alpha is not None):
+        raise ConfigError(f"{cfg.where}: pref_bco_weight and ld_alpha work with the losses on TRL's DPOTrainer, not "
+                          f"with pref_loss {cfg.pref_loss} — drop them or pick another pref_loss")
     if cfg.ref_model and not os.path.isdir(os.path.expanduser(cfg.ref_model)) and "/" not in cfg.ref_model:
         raise ConfigError(f"{cfg.where}: ref_model '{cfg.ref_model}' is not a model folder — check the path")
 
