@@ -257,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     except TuneryError as err:
         if debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        if str(err):  # an empty message: another process (rank 0 of a distributed run) reports this error
+            print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     except Terminated:
         print("\nstopped by SIGTERM", file=sys.stderr)

@@ -40,8 +40,13 @@ COMMAND_GROUPS = {
 
 @lru_cache(maxsize=1)
 def all_options() -> dict[str, Option]:
+    """Tunery's declarations plus the installed transformers' TrainingArguments fields."""
+    return merged_options(hf_options())
+
+
+def merged_options(hf: tuple[Option, ...]) -> dict[str, Option]:
     options: dict[str, Option] = {}
-    for opt in hf_options():
+    for opt in hf:
         options[opt.name] = opt
     for module in _MODULES:
         for opt in module.OPTIONS:

@@ -195,8 +195,16 @@ def setup_freeze(model, cfg):
 
 def prepare_for_training(model, cfg):
     """Attach the fine-tuning method; return the model ready for the Trainer."""
-    if not cfg.disable_gradient_checkpointing and cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    asked = cfg.values.get("activation_checkpointing") or cfg.values.get("gradient_checkpointing")
+    if not cfg.disable_gradient_checkpointing and asked:
+        kwargs = (cfg.values.get("activation_checkpointing_kwargs") or cfg.values.get("gradient_checkpointing_kwargs")
+                  or {})
+        kwargs = {"use_reentrant": False, **(kwargs if isinstance(kwargs, dict) else {})}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x's name (the old one warns)
+            extra = {k: kwargs.pop(k) for k in ("every_n_layers", "offload") if k in kwargs}
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, **extra)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         model.config.use_cache = False
         if cfg.finetuning_type == "lora":
             model.enable_input_require_grads()

@@ -34,18 +34,26 @@ def training_arguments(cfg):
     """transformers Seq2SeqTrainingArguments from the options the user set, plus what Tunery needs."""
     from transformers import Seq2SeqTrainingArguments
 
-    from tunery.utils.device import cuda_available
+    from tunery.utils.device import accelerator_available, cuda_available
 
     kwargs = cfg.hf_training_kwargs()
     kwargs["output_dir"] = cfg.output_dir
     kwargs["remove_unused_columns"] = False
-    kwargs["gradient_checkpointing"] = False  # enabled on the model by prepare_for_training when asked
+    # Checkpointing is enabled on the model by prepare_for_training when asked (either name), not by the Trainer.
+    for name in ("gradient_checkpointing", "gradient_checkpointing_kwargs", "activation_checkpointing",
+                 "activation_checkpointing_kwargs"):
+        kwargs.pop(name, None)
+    os.environ.update(cfg.env)  # e.g. TENSORBOARD_LOGGING_DIR from logging_dir (hf_compat)
     kwargs.setdefault("include_num_input_tokens_seen", "non_padding")  # tokens/s in trainer_log.jsonl
     kwargs.setdefault("dataloader_pin_memory", cuda_available())
     if kwargs.get("report_to") in (None, [], ["none"]):
         kwargs["report_to"] = "none"
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         kwargs.setdefault("ddp_find_unused_parameters", False)  # every trainable weight gets a gradient
+        if not accelerator_available():
+            # accelerate (>= 1.13) makes a torchrun run data parallel on CPU (MULTI_CPU, gloo) only when asked to use
+            # the CPU; without it each rank trains alone on all the data and believes it is the main process.
+            kwargs["use_cpu"] = True  # (use_cpu: false has no other meaning here)
     if cfg.pure_bf16:
         kwargs["bf16"] = False  # the weights are bf16 already; no autocast on top
     return Seq2SeqTrainingArguments(**kwargs)

@@ -109,6 +109,7 @@ def run_stage(cfg, stage: Stage) -> None:
     )
     from tunery.train.callbacks import InterruptCallback, LogCallback
     from tunery.train.checkpoints import check_fits_model
+    from tunery.train.ranks import check_ranks_agree
 
     # 1. Everything that can fail on the user's input happens before the model loads.
     tokenizer = load_tokenizer(cfg)
@@ -121,6 +122,7 @@ def run_stage(cfg, stage: Stage) -> None:
         require_metrics()
         to_predict = _encode(cfg, _evaluation_records(cfg, "sft"), template, tokenizer, "predict")
     args = training_arguments(cfg)
+    check_ranks_agree(cfg, args, data.train, data.eval)  # several processes: same options and data, or nobody starts
     resume = None
     if cfg.do_train:
         with args.main_process_first(local=False, desc="output_dir"):
