@@ -75,6 +75,9 @@ def llama_cpp_material(request) -> Path:
     except ImportError:
         pytest.skip("the gguf package is missing (pip install -e '.[dev]'): real vocabularies cannot be read")
     try:
-        return fetch(Path(request.config.cache.mkdir("llama-cpp-material")))
+        cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+        folder = cache.mkdir("llama-cpp-material") if cache is not None else \
+            request.getfixturevalue("tmp_path_factory").mktemp("llama-cpp-material")
+        return fetch(Path(folder))
     except (OSError, RuntimeError, subprocess.TimeoutExpired, tarfile.TarError) as err:
         pytest.skip(f"llama-cpp-python's source distribution could not be had ({err})")
