@@ -14,12 +14,13 @@ R = "method: rlhf"
 
 STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto")
 IMPLEMENTED_STAGES = STAGES  # every stage has a recipe in tunery.train.run
+ADAPTER_TYPES = ("lora", "oft")  # methods that train a PEFT adapter (saved as adapter_model.safetensors)
 PREF_LOSSES = ("sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo")
 
 OPTIONS = [
     Option("stage", "str", "sft", "Training stage: pt (pre-training on text), sft, rm (reward model), ppo, dpo "
            "(also orpo/simpo through pref_loss) or kto.", G, choices=STAGES),
-    Option("finetuning_type", "str", "lora", "How the model is trained.", G, choices=("lora", "freeze", "full")),
+    Option("finetuning_type", "str", "lora", "How the model is trained.", G, choices=("lora", "oft", "freeze", "full")),
     Option("plot_loss", "bool", False, "Save training_loss.png (raw and smoothed) after training.", G),
     Option("include_effective_tokens_per_second", "bool", False, "Log non-pad tokens per second.", G, advanced=True),
     Option("compute_accuracy", "bool", False, "Compute token accuracy at evaluation.", G, advanced=True),
@@ -27,10 +28,6 @@ OPTIONS = [
            advanced=True),
     Option("pure_bf16", "bool", False, "Train in pure bf16 (no fp32 master weights).", G, advanced=True),
     Option("disable_gradient_checkpointing", "bool", False, "Turn gradient checkpointing off.", G, advanced=True),
-    Option("use_llama_pro", "bool", False, "LLaMA Pro block expansion.", G, advanced=True, unsupported="LLaMA Pro"),
-    Option("use_adam_mini", "bool", False, "Adam-mini optimizer.", G, advanced=True, unsupported="Adam-mini"),
-    Option("use_galore", "bool", False, "GaLore optimizer.", G, advanced=True, unsupported="GaLore"),
-    Option("use_badam", "bool", False, "BAdam optimizer.", G, advanced=True, unsupported="BAdam"),
     # LoRA
     Option("lora_rank", "int", 8, "LoRA rank r.", L, check=positive),
     Option("lora_alpha", "int", None, "LoRA scale alpha (default: 2 × lora_rank).", L, check=positive),
