@@ -33,6 +33,9 @@ def _swanlab(cfg) -> None:
     if importlib.util.find_spec("swanlab") is None:
         raise ConfigError(f"{cfg.where}: use_swanlab needs the swanlab package — pip install 'tunery[swanlab]' (or "
                           "pip install swanlab), or drop use_swanlab")
+    if cfg.swanlab_mode == "local" and importlib.util.find_spec("swanboard") is None:
+        raise ConfigError(f"{cfg.where}: swanlab_mode local needs swanboard (SwanLab's local dashboard) — pip install "
+                          "swanboard, or use swanlab_mode: offline")
     names = [cfg.report_to] if isinstance(cfg.report_to, str) else (cfg.report_to or [])
     if "swanlab" in names or "all" in names:
         raise ConfigError(f"{cfg.where}: use_swanlab and report_to swanlab would log the run twice — keep one")

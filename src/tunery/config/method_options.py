@@ -77,10 +77,10 @@ OPTIONS = [
 
 
 def _lora_only(cfg) -> None:
-    if cfg.finetuning_type != "lora" and cfg.adapter_name_or_path and cfg.command == "train":
-        raise ConfigError(f"{cfg.where}: option 'adapter_name_or_path' needs finetuning_type: lora "
+    if cfg.finetuning_type not in ADAPTER_TYPES and cfg.adapter_name_or_path and cfg.command == "train":
+        raise ConfigError(f"{cfg.where}: option 'adapter_name_or_path' needs finetuning_type: lora or oft "
                           f"(got {cfg.finetuning_type})")
-    if cfg.finetuning_type != "lora" and cfg.quantization_bit is not None and cfg.command == "train":
+    if cfg.finetuning_type not in ADAPTER_TYPES and cfg.quantization_bit is not None and cfg.command == "train":
         raise ConfigError(f"{cfg.where}: quantization_bit trains a LoRA adapter on a quantized model (QLoRA) — set "
                           f"finetuning_type: lora (got {cfg.finetuning_type}) or drop quantization_bit")
 

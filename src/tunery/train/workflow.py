@@ -80,6 +80,7 @@ def run_stage(cfg, stage: Stage) -> None:
     from tunery.train.artifacts import finish, prepare_output_dir, save_final, training_arguments
     from tunery.train.callbacks import InterruptCallback, LogCallback
     from tunery.train.checkpoints import check_fits_model
+    from tunery.train.extra_callbacks import option_callbacks
 
     # 1. Everything that can fail on the user's input happens before the model loads.
     tokenizer = load_tokenizer(cfg)
@@ -114,7 +115,7 @@ def run_stage(cfg, stage: Stage) -> None:
         eval_dataset=data.eval or None,
         data_collator=stage.collator(cfg, tokenizer, multiple_of, model),
         processing_class=tokenizer,
-        callbacks=[LogCallback(cfg.output_dir), interrupt],
+        callbacks=[LogCallback(cfg.output_dir), interrupt, *option_callbacks(cfg)],
         **stage.trainer_kwargs(cfg, tokenizer),
     )
 
