@@ -22,6 +22,8 @@ _HUB = ("hub download: Tunery reads Hugging Face hub ids and local folders — d
 _MOD = ("mixture of depths: its library (mixture-of-depth, MoD) does not import with transformers 5 — train the "
         "model without it")
 
+_QAPOLLO = "Q-APOLLO (quantized APOLLO, LLaMA-Factory after 0.9.5) — use use_apollo with the apollo_* options"
+
 # name -> (kind, LLaMA-Factory's default, reason)
 REFUSED = {
     "image_max_pixels": ("int", 589824, _MULTIMODAL),
@@ -59,6 +61,17 @@ REFUSED = {
     "data_shared_file_system": ("bool", False, "LLaMA-Factory's multi-node data switch — Tunery has no "
                                 "shared-file-system mode: encode once with tokenized_path and give every node that "
                                 "folder"),
+    # names of LLaMA-Factory releases after 0.9.5 that its examples/extras already use
+    "use_cce": ("bool", False, "Cut Cross-Entropy kernels (LLaMA-Factory after 0.9.5) — use enable_liger_kernel "
+                "(GPU) for a fused cross-entropy"),
+    "freeze_original_embeddings": ("bool", False, "training only the new token rows (LLaMA-Factory after 0.9.5) — "
+                                   "new tokens train with the whole embedding matrix (full) or as a saved module "
+                                   "(lora)"),
+    **{name: (kind, default, _QAPOLLO) for name, kind, default in (
+        ("quse_apollo", "bool", False), ("qapollo_layerwise", "bool", False), ("qapollo_target", "str", "all"),
+        ("qapollo_rank", "int", 16), ("qapollo_scale", "float", 32.0), ("qapollo_scale_type", "str", "channel"),
+        ("qapollo_proj", "str", "random"), ("qapollo_proj_type", "str", "std"),
+        ("qapollo_update_interval", "int", 200), ("qapollo_scale_front", "bool", False))},
 }
 
 OPTIONS = [Option(name, kind, default, f"LLaMA-Factory option; not supported: {reason.split(' — ')[0]}.", G,
