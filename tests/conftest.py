@@ -76,8 +76,8 @@ def free_port() -> int:
 def launch_gradio(demo) -> str:
     """Serve a Gradio app on a free local port, without blocking; returns its URL."""
     port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, show_api=False,
-                        inbrowser=False, quiet=True)
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, inbrowser=False,
+                        quiet=True, **getattr(demo, "launch_kwargs", {}))
     return f"http://127.0.0.1:{port}/"
 
 

@@ -62,9 +62,91 @@ def test_every_transformers_training_argument_is_an_option():
     assert names <= set(all_options())
 
 
-def test_hf_snapshot_is_current():
-    stale = json.loads(SNAPSHOT.read_text(encoding="utf-8")) != build_snapshot()
-    assert not stale, "run `python -m tunery.config.hf_args` to refresh the snapshot"
+def test_training_arguments_follow_the_installed_transformers():
+    from tunery.config.hf_args import hf_options
+
+    assert [(o.name, o.kind, o.default) for o in hf_options()] == [(r["name"], r["kind"], r["default"])
+                                                                  for r in build_snapshot()]
+
+
+def test_snapshot_of_another_transformers_version_is_rebuilt_once_and_cached(tmp_path):
+    import transformers
+
+    from tunery.config.hf_args import load_rows
+
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"transformers": "4.0.0", "fields": [{"name": "warmup_ratio", "kind": "number",
+                                                                  "default": 0.0, "help": "", "choices": None}]}))
+    rows = load_rows(old, cache=tmp_path / "cache", version=transformers.__version__)
+    assert rows["transformers"] == transformers.__version__ and rows["fields"] == build_snapshot()
+    cached = tmp_path / "cache" / f"hf_training_args-{transformers.__version__}.json"
+    assert json.loads(cached.read_text()) == rows
+    cached.write_text(json.dumps({"transformers": transformers.__version__, "fields": []}))
+    assert load_rows(old, cache=tmp_path / "cache", version=transformers.__version__)["fields"] == []  # read back
+    assert load_rows(SNAPSHOT, cache=tmp_path / "none", version=json.loads(SNAPSHOT.read_text())["transformers"]) \
+        == json.loads(SNAPSHOT.read_text())  # the shipped one when it is the installed version
+    assert not (tmp_path / "none").exists()
+
+
+def test_help_does_not_import_transformers():
+    code = ("import sys; from tunery.cli import main; import contextlib, io\n"
+            "with contextlib.redirect_stdout(io.StringIO()): main(['train', '-h'])\n"
+            "print('transformers' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
+
+
+LF_YAML = """model_name_or_path: org/model
+dataset: identity
+output_dir: {out}
+warmup_ratio: 0.1
+evaluation_strategy: "no"
+logging_dir: {out}/tb
+per_gpu_train_batch_size: 2
+overwrite_output_dir: true
+"""
+
+
+def test_names_transformers_dropped_are_translated(tmp_path, caplog):
+    import dataclasses
+
+    from transformers import Seq2SeqTrainingArguments
+
+    fields = {f.name for f in dataclasses.fields(Seq2SeqTrainingArguments)}
+    path = tmp_path / "lf.yaml"
+    path.write_text(LF_YAML.format(out=tmp_path / "out"))
+    cfg = parse_config("train", [str(path)])
+    kwargs = cfg.hf_training_kwargs()
+    if "warmup_ratio" not in fields:  # transformers 5.x: a ratio is a warmup_steps below 1
+        assert kwargs["warmup_steps"] == 0.1 and "warmup_ratio" not in kwargs
+    if "evaluation_strategy" not in fields:
+        assert kwargs["eval_strategy"] == "no"
+    if "per_gpu_train_batch_size" not in fields:
+        assert kwargs["per_device_train_batch_size"] == 2
+    if "logging_dir" not in fields:  # the meaning changes (an environment variable): one notice line
+        assert cfg.env == {"TENSORBOARD_LOGGING_DIR": str(tmp_path / "out" / "tb")}
+        notices = [r.getMessage() for r in caplog.records if "logging_dir" in r.getMessage()]
+        assert len(notices) == 1 and "TENSORBOARD_LOGGING_DIR" in notices[0]
+    from tunery.train.artifacts import training_arguments
+
+    assert training_arguments(cfg).get_warmup_steps(100) == 10  # 10% of the steps, either way
+
+
+@pytest.mark.parametrize("option,expected", [
+    ("per_device_train_batch_size=-1", "option 'per_device_train_batch_size' = -1: must be greater than 0"),
+    ("gradient_accumulation_steps=0", "must be greater than 0"),
+    ("learning_rate=-0.1", "option 'learning_rate' = -0.1: must be 0 or more"),
+    ("max_steps=0", "must be -1 (unset) or greater than 0"),
+    ("adam_beta2=1.5", "must be at least 0 and below 1"),
+    ("warmup_ratio=1.5", "option 'warmup_ratio' = "),
+    ("use_ipex=true", "option 'use_ipex' is gone from the installed transformers — remove it"),
+    ("tpu_num_cores=8", "option 'tpu_num_cores' is gone from the installed transformers — remove it"),
+])
+def test_training_argument_values_are_checked(option, expected, tmp_path, capsys):
+    code = main(["train", "model_name_or_path=org/model", "dataset=identity", f"output_dir={tmp_path}", option])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and one_error_line(err), err
+    assert expected in err, err
 
 
 def test_options_reference_is_current():
@@ -114,3 +196,18 @@ def test_help_does_not_import_torch():
     code = "import sys; from tunery.cli import main; main(['train', '-h']); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith("False")
+
+
+@pytest.mark.parametrize("option", ["gradient_checkpointing", "activation_checkpointing"])
+def test_checkpointing_under_either_name(option, tiny_llama3_dir, tmp_path):
+    """LLaMA-Factory's gradient_checkpointing and transformers 5.x's activation_checkpointing both turn it on."""
+    from tunery.config.hf_args import hf_field_names
+    from tunery.model.adapters import prepare_for_training
+    from tunery.model.load import load_model, load_tokenizer
+
+    if option not in hf_field_names() and option == "activation_checkpointing":
+        pytest.skip("this transformers has no activation_checkpointing")
+    cfg = parse_config("train", [f"model_name_or_path={tiny_llama3_dir}", "dataset=identity",
+                                 f"output_dir={tmp_path}", f"{option}=true"])
+    model = prepare_for_training(load_model(cfg, load_tokenizer(cfg)), cfg).get_base_model()
+    assert getattr(model, "is_activation_checkpointing", None) or model.is_gradient_checkpointing

@@ -40,6 +40,11 @@ def make_cfg(model_dir, data_dir, tmp_path, **over):
     return parse_config("train", overrides={k: v for k, v in values.items() if v is not None})
 
 
+def as_dicts(data):
+    """The examples of a split (a memory-mapped Dataset) as plain dicts."""
+    return None if data is None else [dict(example) for example in data]
+
+
 def prepare(cfg, tokenizer):
     from tunery.data.template_select import resolve_template
 
@@ -56,12 +61,12 @@ def test_save_then_reload_skips_loading(tiny_llama3_dir, tokenizer, data_dir, tm
 
     (data_dir / "identity.json").unlink()  # the second run must not read the data at all
     second = prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path), tokenizer)
-    assert second.from_cache and second.train == first.train and second.eval == first.eval
+    assert second.from_cache and as_dicts(second.train) == as_dicts(first.train) and as_dicts(second.eval) == as_dicts(first.eval)
     assert second.placeholders == first.placeholders  # saved with the data
 
     # LLaMA-Factory's workflow: later runs name only tokenized_path
     only_path = make_cfg(tiny_llama3_dir, data_dir, tmp_path, dataset=None, val_size=None)
-    assert not only_path.dataset and prepare(only_path, tokenizer).train == first.train
+    assert not only_path.dataset and as_dicts(prepare(only_path, tokenizer).train) == as_dicts(first.train)
 
 
 def test_overwrite_cache_and_changed_options(tiny_llama3_dir, tokenizer, data_dir, tmp_path):
@@ -69,9 +74,9 @@ def test_overwrite_cache_and_changed_options(tiny_llama3_dir, tokenizer, data_di
     rows = json.loads((data_dir / "identity.json").read_text())
     rows[0]["output"] = "Changed answer."
     (data_dir / "identity.json").write_text(json.dumps(rows))
-    assert prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path), tokenizer).train == first.train  # reused
+    assert as_dicts(prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path), tokenizer).train) == as_dicts(first.train)  # reused
     again = prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, overwrite_cache=True), tokenizer)
-    assert not again.from_cache and again.train != first.train
+    assert not again.from_cache and as_dicts(again.train) != as_dicts(first.train)
 
     with pytest.raises(ConfigError, match=r"other options \(cutoff_len 128 → 64\).*overwrite_cache"):
         prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, cutoff_len=64), tokenizer)
@@ -81,7 +86,7 @@ def test_packed_rows_round_trip(tiny_llama3_dir, tokenizer, data_dir, tmp_path):
     cfg = make_cfg(tiny_llama3_dir, data_dir, tmp_path, neat_packing=True, val_size=None)
     first = prepare(cfg, tokenizer)
     second = prepare(cfg, tokenizer)
-    assert second.from_cache and second.train == first.train and "position_ids" in second.train[0]
+    assert second.from_cache and as_dicts(second.train) == as_dicts(first.train) and "position_ids" in second.train[0]
     assert second.packing == first.packing and second.num_examples == 20
     # a later run naming only tokenized_path must pack too (the rows need the packed collator)
     with pytest.raises(ConfigError, match="holds packed sequences but packing is off"):
@@ -143,3 +148,76 @@ def test_empty_responses_are_dropped_and_counted(tiny_llama3_dir, tokenizer, dat
     _write(data_dir, rows)
     prepared = prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, val_size=None, tokenized_path=None), tokenizer)
     assert len(prepared.train) == 5 and prepared.dropped == {"identity: empty response": 1}
+
+
+# ---------------------------------------------------------------- the encoding cache (no tokenized_path)
+def _encodes(monkeypatch):
+    """Counts the encoder's runs (a cache hit must not encode at all)."""
+    from tunery.data import encoded
+
+    calls = []
+    real = encoded.encode_to_arrow
+
+    def counting(*args, **kwargs):
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(encoded, "encode_to_arrow", counting)
+    return calls
+
+
+def test_cache_hit_skips_encoding_and_any_changed_input_re_encodes(tiny_llama3_dir, tiny_qwen_dir, data_dir,
+                                                                  tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    import datasets.config
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    calls = _encodes(monkeypatch)
+    llama = AutoTokenizer.from_pretrained(tiny_llama3_dir)
+    cfg = dict(tokenized_path=None, val_size=None)
+
+    first = prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, **cfg), llama)
+    assert not first.from_cache and len(calls) == 1 and first.cache_entry.startswith(str(tmp_path / "hf-cache"))
+    second = prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, **cfg), llama)
+    assert second.from_cache and len(calls) == 1  # straight from the cache: not encoded again
+    assert as_dicts(second.train) == as_dicts(first.train) and second.placeholders == first.placeholders
+
+    assert not prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, overwrite_cache=True, **cfg), llama).from_cache
+    assert len(calls) == 2
+
+    changes = {  # each changed input re-encodes by itself
+        "cutoff_len": lambda: prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, cutoff_len=64, **cfg), llama),
+        "template": lambda: prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, template="default", **cfg), llama),
+        "tokenizer": lambda: prepare(make_cfg(tiny_qwen_dir, data_dir, tmp_path, template="qwen", **cfg),
+                                     AutoTokenizer.from_pretrained(tiny_qwen_dir)),
+    }
+    for name, run in changes.items():
+        before = len(calls)
+        assert not run().from_cache and len(calls) == before + 1, name
+        assert run().from_cache and len(calls) == before + 1, name  # and that encoding is cached in turn
+
+    rows = json.loads((data_dir / "identity.json").read_text())
+    rows[0]["output"] = "Changed answer."
+    (data_dir / "identity.json").write_text(json.dumps(rows))
+    changed = prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, **cfg), llama)
+    assert not changed.from_cache and len(calls) == 6
+    assert as_dicts(changed.train) != as_dicts(first.train) and len(changed.train) == len(first.train)
+
+
+def test_encoded_examples_are_memory_mapped_arrow(tiny_llama3_dir, tokenizer, data_dir, tmp_path, monkeypatch):
+    import datasets.config
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    prepared = prepare(make_cfg(tiny_llama3_dir, data_dir, tmp_path, tokenized_path=None), tokenizer)
+    for split in (prepared.train, prepared.eval):
+        assert split.cache_files and all(f["filename"].startswith(prepared.cache_entry) for f in split.cache_files)
+        assert split.data.nbytes > 0 and not split._indices  # a table over the mapped files, no copy
+    # the same examples the per-record encoder gives
+    from tunery.data.template_select import resolve_template
+
+    cfg = make_cfg(tiny_llama3_dir, data_dir, tmp_path, tokenized_path=None)
+    records = load_records(cfg)
+    expected = encode_records(cfg, records.train, resolve_template(cfg, tokenizer), tokenizer)
+    assert as_dicts(prepared.train) == list(expected)

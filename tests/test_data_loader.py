@@ -380,3 +380,37 @@ def test_max_samples_keeps_whole_file_columns(tmp_path):
         {"x": {"file_name": "x.json", "columns": {"prompt": "instruction", "response": "output", "system": "system"}}},
     )
     assert len(load_one("x", d, "sft", max_samples=2)) == 2
+
+
+@pytest.mark.parametrize("name,text,line", [
+    ("bad.jsonl", '{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": }\n', 2),
+    ("bad.json", '[{"instruction": "a", "output": "b"},\n {"instruction": "c" "output": "d"}]', 2),
+    ("bad.csv", 'instruction,output\na,b\nc,d,e\n', 3),
+])
+def test_streamed_reads_name_the_file_and_line_like_whole_reads(tmp_path, name, text, line):
+    """The streaming readers training uses (record_store) report malformed lines exactly as read_rows does."""
+    from tunery.data.registry import get_dataset_spec
+    from tunery.data.sources import iter_row_chunks, read_rows
+
+    (tmp_path / name).write_text(text)
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"bad": {"file_name": name}}))
+    spec = get_dataset_spec("bad", str(tmp_path))
+    with pytest.raises(DataError) as whole:
+        read_rows(spec)
+    with pytest.raises(DataError) as streamed:
+        [row for chunk in iter_row_chunks(spec, 1) for row in chunk]
+    assert str(streamed.value) == str(whole.value) and f"{name}:{line}" in str(streamed.value)
+
+
+def test_streamed_rows_equal_whole_reads(tmp_path):
+    from tunery.data.registry import get_dataset_spec
+    from tunery.data.sources import iter_row_chunks, read_rows
+
+    rows = [{"instruction": f"q{i} " + "x" * (i % 7), "input": "", "output": f"a{i}"} for i in range(2500)]
+    (tmp_path / "a.json").write_text(json.dumps(rows, indent=1))
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"a": {"file_name": "a.json"},
+                                                            "b": {"file_name": "b.jsonl"}}))
+    for name in ("a", "b"):
+        spec = get_dataset_spec(name, str(tmp_path))
+        assert [row for chunk in iter_row_chunks(spec, 1000) for row in chunk] == read_rows(spec) == rows

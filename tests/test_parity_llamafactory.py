@@ -120,7 +120,8 @@ def parity(tiny_llama3_dir, tiny_qwen_dir, shared_datasets, tmp_path_factory):
 
 
 def _tunery(case: dict, tmp_path) -> list[dict]:
-    from tunery.data.dataset import encode_loaded, load_records
+    from tunery.data.dataset import encode_loaded
+    from tunery.data.record_store import load_to_arrow
     from tunery.data.template_select import resolve_template
     from tunery.model.load import load_tokenizer
 
@@ -128,8 +129,10 @@ def _tunery(case: dict, tmp_path) -> list[dict]:
     cfg = parse_config("train", overrides=values)
     tokenizer = load_tokenizer(cfg)
     template = resolve_template(cfg, tokenizer)
-    loaded = load_records(cfg)
-    return encode_loaded(cfg, loaded, template, tokenizer).train, [r.source for r in loaded.train]
+    folder = tmp_path / f"encoded-{case['name']}"
+    folder.mkdir()
+    loaded = load_to_arrow(cfg, str(folder))  # the path training takes: records streamed into Arrow, then encoded
+    return encode_loaded(cfg, loaded, template, tokenizer, folder=str(folder)).train, [r.source for r in loaded.train]
 
 
 def _first_difference(ours: list[dict], theirs: dict, keys: list[str], sources: list[str]) -> str:

@@ -96,7 +96,7 @@ def test_json_items_are_what_the_trainer_gets(tiny_llama3_dir, tmp_path, capsys)
     items, summary = lines[:-1], lines[-1]["summary"]
     cfg = parse_config("train", [config], {"output_dir": str(tmp_path / "o")})
     tok = AutoTokenizer.from_pretrained(tiny_llama3_dir)
-    expected = prepare_datasets(cfg, tok, resolve_template(cfg, tok)).train[:3]
+    expected = [dict(e) for e in prepare_datasets(cfg, tok, resolve_template(cfg, tok)).train.select(range(3))]
     assert [{k: v for k, v in item.items() if k != "index"} for item in items] == expected
     assert set(items[0]) == {"index", "input_ids", "labels", "attention_mask"}
 

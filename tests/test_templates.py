@@ -254,11 +254,17 @@ def test_text_encoder_matches_encode(llama3_tok, qwen_tok):
 # ---------------------------------------------------------------- template: tokenizer
 @pytest.mark.parametrize("case", list(CONVERSATIONS))
 def test_tokenizer_template_matches_named_template(case, qwen_tok, llama3_tok):
+    """The whole conversation is the official rendering; each trained span is the turn's content and its
+    end-of-turn token (Qwen's newline after <|im_end|> belongs to the next turn, untrained)."""
     messages = CONVERSATIONS[case]
     system, body = split(messages)
-    for tok, name in ((qwen_tok, "qwen"), (llama3_tok, "llama3")):
+    for tok, name, eot in ((qwen_tok, "qwen", "<|im_end|>"), (llama3_tok, "llama3", "<|eot_id|>")):
         ours = TokenizerTemplate().encode_multiturn(tok, body, system)
-        assert ours == get_template(name).encode_multiturn(tok, body, system)
+        named = get_template(name).encode_multiturn(tok, body, system)
+        flat = [i for p, r in ours for i in p + (r or [])]
+        assert flat == [i for p, r in named for i in p + r] == official_ids(tok, messages)
+        targets = [tok.decode(r) for p, r in ours if r is not None]
+        assert targets == [m["content"] + eot for m in body if m["role"] == "assistant"]
         assert get_template("tokenizer", tokenizer=tok).render(messages) == tok.apply_chat_template(
             messages, tokenize=False)
 
@@ -266,7 +272,9 @@ def test_tokenizer_template_matches_named_template(case, qwen_tok, llama3_tok):
 def test_tokenizer_template_tools(qwen_tok):
     tools = json.dumps(TOOLS)
     ours = TokenizerTemplate().encode_oneturn(qwen_tok, TOOL_CONVERSATION, tools=tools)
-    assert ours == get_template("qwen").encode_oneturn(qwen_tok, TOOL_CONVERSATION, tools=tools)
+    theirs = get_template("qwen").encode_oneturn(qwen_tok, TOOL_CONVERSATION, tools=tools)
+    assert ours[0] + ours[1] == theirs[0] + theirs[1]
+    assert ours[0] == theirs[0]
 
 
 def test_tokenizer_template_errors(llama3_tok):
@@ -275,8 +283,11 @@ def test_tokenizer_template_errors(llama3_tok):
     with pytest.raises(ConfigError, match="no chat template"):
         TokenizerTemplate().encode_oneturn(tok, SINGLE)
     tok.chat_template = "{% for m in messages %}{% if loop.last %}{{ m['content'] }}{% endif %}{% endfor %}"
-    with pytest.raises(DataError, match="rewrites earlier"):
+    with pytest.raises(DataError, match="cannot find assistant turn 1 .* use a named template"):
         TokenizerTemplate().encode_multiturn(tok, HISTORY)
+    tok.chat_template = "{{ raise_exception('only user and assistant roles are supported') }}"
+    with pytest.raises(DataError, match=r"fails to render this conversation \(only user and assistant roles"):
+        TokenizerTemplate().encode_multiturn(tok, SINGLE)
 
 
 # ---------------------------------------------------------------- other families against their official Jinja

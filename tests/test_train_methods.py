@@ -285,6 +285,28 @@ def test_ppo_with_api_rewards_resumes_exactly(tiny_llama3_dir, reward_server, tm
     assert [r["current_steps"] for r in _log(out)] == [1, 2, 3]
 
 
+def test_ppo_resume_refuses_a_poisoned_optimizer_state(tiny_llama3_dir, reward_server, tmp_path, capsys):
+    """A checkpoint someone hands over with code in optimizer.pt: one line naming it, and the code never runs."""
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    url, _ = reward_server
+    out = tmp_path / "ppo"
+    options = dict(stage="ppo", reward_model=url, reward_model_type="api", max_steps=1, save_steps=1,
+                   max_new_tokens=4, overwrite_output_dir="false", lora_rank=4)
+    assert train(tiny_llama3_dir, out, **options) == 0
+    with open(out / "checkpoint-1" / "optimizer.pt", "wb") as fh:
+        pickle.dump({"state": Payload()}, fh)
+    capsys.readouterr()
+    assert train(tiny_llama3_dir, out, **{**options, "max_steps": 2}) == 2
+    err = capsys.readouterr().err
+    assert one_error_line(err) and "checkpoint-1/optimizer.pt: refused to read it" in err, err
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_ppo_reward_api_down_is_one_line(tiny_llama3_dir, tmp_path, capsys):
     assert train(tiny_llama3_dir, tmp_path / "ppo", stage="ppo", reward_model="http://127.0.0.1:9/score",
                  reward_model_type="api", max_steps=1, max_new_tokens=4) == 2

@@ -50,6 +50,8 @@ def run_example(tiny_llama3_dir, shared_datasets, tmp_path_factory):
                          dataset_dir=shared_datasets if "shared" in spec["dataset_dir"] else DATA_DIR, **extra)
         if spec["stage"] == "ppo":  # the reward model the matching *_reward.yaml trains
             overrides["reward_model"] = run(name.replace("_ppo", "_reward"))
+        if spec["stage"] == "grpo":  # groups that fit FAST's batch of 2
+            overrides.update(num_generations=2, max_completion_length=8)
         assert main(["train", str(path), *(f"{k}={v}" for k, v in overrides.items())]) == 0
         done[name] = out
         return out
@@ -63,7 +65,8 @@ def _log(out: Path) -> list[dict]:
 
 STAGE_METRICS = {"rm": {"accuracy", "rewards/chosen", "rewards/rejected"},
                  "dpo": {"rewards/accuracies", "rewards/chosen", "rewards/margins", "logps/chosen"},
-                 "kto": {"kl", "rewards/chosen", "rewards/rejected"}, "ppo": {"reward", "kl", "value_loss"}}
+                 "kto": {"kl", "rewards/chosen", "rewards/rejected"}, "ppo": {"reward", "kl", "value_loss"},
+                 "grpo": {"reward", "reward_std", "completions/mean_length", "clip_ratio/region_mean"}}
 
 
 @pytest.mark.parametrize("example", CPU_EXAMPLES, ids=lambda p: p.stem)
@@ -86,6 +89,8 @@ def test_example_trains_and_saves(example: Path, run_example):
     assert STAGE_METRICS.get(stage, set()) <= seen, seen
     if stage == "ppo":
         assert "value_head.safetensors" in names
+    if stage == "grpo":
+        assert "completions.jsonl" in names
     if stage == "rm" and method != "lora":
         config = json.loads((out / "config.json").read_text())
         assert config["architectures"][0].endswith("ForSequenceClassification")

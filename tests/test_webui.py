@@ -293,7 +293,9 @@ def test_chat_tab_loads_base_beside_fine_tuned(tiny_llama3_dir, tiny_llama3_lora
     from tunery.webui.board import Board
     from tunery.webui.chat_tab import load_engines, unload_engines
 
-    board = Board.create(str(tmp_path))
+    # the model folders of the board's start-up config are inside its sandbox
+    board = Board.create(str(tmp_path), {"model_name_or_path": str(tiny_llama3_dir),
+                                         "adapter_name_or_path": [str(tiny_llama3_lora)]})
     values = {**top_overrides(str(tiny_llama3_dir), [str(tiny_llama3_lora)], "lora", "llama3"), "compare": True}
     what = load_engines(board, values)
     assert "tiny-llama3-lora" in what and board.chat["labels"] == ["fine_tuned", "base"]

@@ -21,10 +21,11 @@ pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
-def board(tmp_path_factory):
+def board(tmp_path_factory, tiny_llama3_dir):
     from tunery.webui import create_app
 
-    demo = create_app(str(tmp_path_factory.mktemp("saves")), poll_seconds=0.5)
+    demo = create_app(str(tmp_path_factory.mktemp("saves")), {"webui_allowed_paths": [str(tiny_llama3_dir)]},
+                      poll_seconds=0.5)
     yield demo, launch_gradio(demo)
     runner = demo.board.runner
     if runner.status().get("state") in ("running", "stopping"):
@@ -106,7 +107,7 @@ def test_train_watch_and_chat(browser, board, tiny_llama3_dir):
     page.wait_for_function("document.querySelector('#train-progress [data-percent]')?.dataset.percent === '100'",
                            timeout=150_000)
     assert "5/5 · 100%" in page.locator("#train-progress").inner_text()
-    page.locator("#loss-plot canvas.marks").wait_for(timeout=30_000)
+    page.locator("#loss-plot .marks").wait_for(timeout=30_000)
     status = wait_text(page, "train-status", "finished", "failed", timeout=60_000)
     assert "finished" in status, status
     assert "train_runtime" in page.locator("#train-log textarea").input_value()

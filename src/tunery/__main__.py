@@ -1,4 +1,4 @@
-from tunery.cli import main
+from tunery.cli import entry
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -22,6 +22,8 @@ commands:
   preview     show the training data as the trainer sees it (tokenizer only): rendered records, lengths, drops
   demo        build the embedded tiny model (offline) — `tunery demo -h`
   quickstart  build the tiny model, fine-tune it on the bundled identity data and compare answers
+  estimate    before training: peak memory per device, time per step and for the run, whether it fits
+  runs        list runs under a saves folder; `runs diff A B`, `runs plot A B ...`
   env         print library versions and the accelerators this machine has
   version     print Tunery's version
 
@@ -29,10 +31,27 @@ commands:
 Errors print one line and exit with code 2; add --debug for a traceback."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop (data, model loading): unwinds like Ctrl-C (workers ended, nothing half
+    written kept as complete), then exit 143. During training the loop's own handler saves a checkpoint first."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
 def _train(argv: list[str]) -> int:
     from tunery.config import parse_config
+    from tunery.runs.reproduce import reproduce_config, reproduce_target
 
-    cfg = parse_config("train", argv)  # every option error surfaces here, before any process or model starts
+    if reproduce_target(argv) is not None:  # the run card's options, then argv's overrides
+        cfg, argv = reproduce_config(argv)
+    else:
+        cfg = parse_config("train", argv)  # every option error surfaces here, before any process or model starts
+    if cfg.dry_run:
+        from tunery.estimate.report import run_estimate
+
+        return run_estimate(cfg)
     from tunery.launch import hand_off, torchrun_plan
 
     plan = torchrun_plan()
@@ -129,6 +148,24 @@ def _preview(argv: list[str]) -> int:
     return run_preview(argv)
 
 
+def _estimate(argv: list[str]) -> int:
+    from tunery.config import parse_config
+
+    aliases = {"--format": "--estimate_format"}
+    argv = [aliases.get(a.partition("=")[0], a.partition("=")[0]) + a.partition("=")[1] + a.partition("=")[2]
+            for a in argv]
+    cfg = parse_config("train", argv)  # the same options and checks as the run it estimates
+    from tunery.estimate.report import run_estimate
+
+    return run_estimate(cfg)
+
+
+def _runs(argv: list[str]) -> int:
+    from tunery.runs.commands import run_runs
+
+    return run_runs(argv)
+
+
 def _quickstart(argv: list[str]) -> int:
     from tunery.demo.quickstart import main as quickstart_main
 
@@ -148,19 +185,30 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
                       "training option as a field, data preview, command and YAML, live progress, log and loss), "
                       "Evaluate & Predict, Chat and Export share a top bar (model, adapter/checkpoint from the saves "
                       "folder — --saves_dir, TUNERY_SAVES_DIR or ./saves — finetuning type, template, language). "
-                      "Binds 127.0.0.1 unless GRADIO_SERVER_NAME is set; GRADIO_SERVER_PORT and GRADIO_SHARE are "
-                      "honoured."),
+                      "Pages reach only the saves folder, the dataset folder, the config's model folders and "
+                      "webui_allowed_paths; webui_auth asks for a login. Binds 127.0.0.1 unless GRADIO_SERVER_NAME "
+                      "is set; GRADIO_SERVER_PORT and GRADIO_SHARE are honoured."),
     "api": (_api, "Serve an OpenAI-compatible API: GET /v1/models, POST /v1/chat/completions (streaming, tools), "
                   "POST /v1/score/evaluation (stage: rm). Environment: API_HOST (default 127.0.0.1), API_PORT "
                   "(8000), API_KEY (Bearer token), API_MODEL_NAME."),
     "export": (_export, "Merge the LoRA adapters (adapter_name_or_path) into the base model and save it to "
                         "export_dir: safetensors shards, tokenizer and chat template, generation config and an "
-                        "Ollama Modelfile; export_hub_model_id also uploads it."),
+                        "Ollama Modelfile; export_hub_model_id also uploads it. The folder is swapped in when complete; "
+                        "an earlier export is replaced only with export_overwrite, a folder of other files never."),
     "preview": (_preview, "Show the training data as the trainer will see it, without loading the model: the first "
                           "--num records rendered with their trained tokens marked ([[...]] when piped), then "
                           "token-length percentiles, cutoff_len truncation, dropped records by cause, placeholders "
                           "and the trained-token share; --format json prints the encoded items (input_ids, labels, "
                           "attention_mask, ...) one per line, then a summary."),
+    "estimate": (_estimate, "Before training: peak memory per device (weights, gradients, optimizer states, "
+                            "activations for the batch and cutoff; ZeRO/FSDP shards and QLoRA where configured), time "
+                            "per step (a short probe on a randomly initialised copy of the model) and for the run, "
+                            "whether it fits the device found, and which options would make it fit. Same options as "
+                            "train (also `tunery train ... --dry_run`); --format json prints one object."),
+    "runs": (_runs, "Runs side by side: `tunery runs [SAVES_DIR]` lists the runs (model, datasets, method, steps, "
+                    "final/best loss, time, status: finished, running, crashed with its last complete checkpoint); "
+                    "`tunery runs diff A B` shows the options, versions and data that differ; `tunery runs plot A B "
+                    "... [--output FILE.png]` overlays their loss / eval loss / reward curves."),
     "env": (_env, "Print library versions and accelerators."),
     "version": (_version, "Print Tunery's version."),
     "demo": (_demo, "Build the embedded tiny model."),
@@ -171,7 +219,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
                     "the run."),
 }
 # Commands whose options come from the declarations (their -h is generated); the others parse their own argv.
-CONFIG_COMMANDS = ("train", "chat", "eval", "webchat", "api", "export", "preview")
+CONFIG_COMMANDS = ("train", "chat", "eval", "webchat", "api", "export", "preview", "estimate")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,19 +244,44 @@ def main(argv: list[str] | None = None) -> int:
 
         print(format_help(name, summary))
         return 0
+    import signal
+    import threading
+
     from tunery.errors import TuneryError
 
+    previous = None
+    if name == "train" and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return func(rest)
     except TuneryError as err:
         if debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        if str(err):  # an empty message: another process (rank 0 of a distributed run) reports this error
+            print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except Terminated:
+        print("\nstopped by SIGTERM", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def entry() -> None:
+    """The `tunery` command: main(), then the exit. After Ctrl-C or SIGTERM, further ones are ignored while the
+    interpreter shuts down (torch's teardown can take seconds), so a second press never prints a traceback."""
+    code = main()
+    if code in (130, 143):
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -1,7 +1,7 @@
 """Several processes (GPUs, nodes) through torchrun: `tunery train` hands itself over to
-``python -m torch.distributed.run … -m tunery.launch ARGS`` when the environment asks for it — FORCE_TORCHRUN=1,
-NPROC_PER_NODE, NNODES > 1 — or when several CUDA devices are visible. Each process then runs the same training
-(transformers/accelerate do the distributed part: DDP, DeepSpeed or FSDP from the options).
+``python -m tunery.torchrun … -m tunery.launch ARGS`` (torch.distributed.run) when the environment asks for it —
+FORCE_TORCHRUN=1, NPROC_PER_NODE, NNODES > 1 — or when several CUDA devices are visible. Each process then runs the
+same training (transformers/accelerate do the distributed part: DDP, DeepSpeed or FSDP from the options).
 
 Environment: NPROC_PER_NODE (default: the CUDA devices, at least 1), NNODES (1), NODE_RANK (0), MASTER_ADDR
 (127.0.0.1), MASTER_PORT (a free port), FORCE_TORCHRUN.
@@ -58,7 +58,7 @@ def torchrun_plan(env: Mapping[str, str] = os.environ, devices: int | None = Non
 
 
 def torchrun_command(argv: list[str], plan: dict[str, str]) -> list[str]:
-    command = [sys.executable, "-m", "torch.distributed.run"]
+    command = [sys.executable, "-m", "tunery.torchrun"]  # torchrun, quiet where a worker already explained
     for key in ("nnodes", "node_rank", "nproc_per_node", "master_addr", "master_port"):
         command += [f"--{key}", plan[key]]
     return command + ["-m", "tunery.launch", *argv]

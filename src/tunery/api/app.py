@@ -15,9 +15,9 @@ import time
 import uuid
 from typing import Optional
 
-from tunery.api.protocol import (MAX_N, ApiError, ChatCompletionRequest, ScoreEvaluationRequest, chunk, completion_body,
-                                 completion_id, error_body, generation_overrides, message_body, sse, to_engine_input,
-                                 usage_chunk)
+from tunery.api.protocol import (MAX_BODY_BYTES, MAX_N, ApiError, ChatCompletionRequest, ScoreEvaluationRequest,
+                                 check_prompt_size, chunk, completion_body, completion_id, error_body,
+                                 generation_overrides, message_body, sse, to_engine_input, usage_chunk)
 from tunery.chat.stream import ContextLengthError, NotARewardModel
 from tunery.chat.tool_calls import parse_tool_calls
 from tunery.errors import TuneryError
@@ -31,6 +31,7 @@ def create_app(engine, model_name: str, api_key: Optional[str] = None):
     from starlette.exceptions import HTTPException
 
     app = FastAPI(title="Tunery API", description="OpenAI-compatible chat completions for a Tunery model.")
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     created = int(time.time())
     tool_format = getattr(engine.template, "tool_format", None)
 
@@ -95,6 +96,7 @@ def create_app(engine, model_name: str, api_key: Optional[str] = None):
             raise ApiError(400, f"n = {request.n} is above this server's limit of {MAX_N} choices per request",
                            param="n")
         system, messages, tools = to_engine_input(request)
+        check_prompt_size(system, messages, tools, getattr(engine, "context_length", None))
         overrides = generation_overrides(request)
         cid, model = completion_id(), request.model or model_name
         if request.stream:
@@ -165,6 +167,48 @@ def create_app(engine, model_name: str, api_key: Optional[str] = None):
                 "model": request.model or model_name, "scores": scores}
 
     return app
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"the request body is larger than this server's limit of {limit // 2**20} MiB",
+                    code="request_too_large")
+
+
+class BodyLimit:
+    """ASGI middleware: a body above `limit` bytes is refused with 413 — from its Content-Length before any of it is
+    read, or, sent without one, as soon as what arrived passes the limit (the app then gets the body replayed)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(scope, receive, send)
+        messages, seen = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message.get("type") != "http.request":
+                break
+            seen += len(message.get("body") or b"")
+            if seen > self.limit:
+                return await self._refuse(scope, receive, send)
+            if not message.get("more_body"):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, receive, send):
+        from starlette.responses import JSONResponse
+
+        err = _too_large(self.limit)
+        await JSONResponse(err.body(), status_code=err.status, headers={"Connection": "close"})(scope, receive, send)
 
 
 def default_model_name(cfg) -> str:

@@ -8,9 +8,15 @@ import time
 import uuid
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# Bounds on one request, checked before anything is tokenized (README, "Security").
 MAX_N = 8  # choices per request
+MAX_BODY_BYTES = 8 * 2**20  # request body (413 above it)
+MAX_MESSAGES = 1024  # messages per request
+MAX_STOP = 16  # stop strings per request (OpenAI allows 4)
+MAX_STOP_CHARS = 256  # characters per stop string
+MAX_CHARS_PER_TOKEN = 32  # a prompt longer than context_length * this cannot fit: refused without tokenizing
 
 
 class ApiError(Exception):
@@ -65,7 +71,7 @@ class StreamOptions(_Model):
 
 class ChatCompletionRequest(_Model):
     model: str = ""
-    messages: list[Message] = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     temperature: Optional[float] = Field(None, ge=0, le=2)
     top_p: Optional[float] = Field(None, gt=0, le=1)
     max_tokens: Optional[int] = Field(None, ge=1)
@@ -81,10 +87,20 @@ class ChatCompletionRequest(_Model):
     seed: Optional[int] = None
     user: Optional[str] = None
 
+    @field_validator("stop")
+    @classmethod
+    def _bounded_stop(cls, value):
+        stops = [value] if isinstance(value, str) else value or []
+        if len(stops) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop strings per request, got {len(stops)}")
+        if any(len(s) > MAX_STOP_CHARS for s in stops):
+            raise ValueError(f"a stop string may have at most {MAX_STOP_CHARS} characters")
+        return value
+
 
 class ScoreEvaluationRequest(_Model):
     model: str = ""
-    messages: list[str] = Field(min_length=1)
+    messages: list[str] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_length: Optional[int] = Field(None, ge=1)
 
 
@@ -151,6 +167,18 @@ def to_engine_input(request: ChatCompletionRequest) -> tuple[Optional[str], list
         tools = json.dumps(request.tools, ensure_ascii=False)
     system = "\n".join(system_parts) if system_parts else None
     return system, messages, tools
+
+
+def check_prompt_size(system: Optional[str], messages: list[dict], tools: Optional[str],
+                      context_length: Optional[int]) -> None:
+    """Refuse, without tokenizing, a prompt with more characters than the context could hold at MAX_CHARS_PER_TOKEN."""
+    if not context_length:
+        return
+    chars = len(system or "") + len(tools or "") + sum(len(m["content"]) for m in messages)
+    if chars > context_length * MAX_CHARS_PER_TOKEN:
+        raise ApiError(400, f"the messages hold {chars} characters, far more than the model's context of "
+                            f"{context_length} tokens can take — shorten them", param="messages",
+                       code="context_length_exceeded")
 
 
 def generation_overrides(request: ChatCompletionRequest) -> dict[str, Any]:

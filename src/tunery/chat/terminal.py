@@ -15,14 +15,21 @@ HELP = "Type a message; `clear` resets the history, `/system TEXT` sets the syst
 
 
 def _read_turns(interactive: bool):
+    if hasattr(sys.stdin, "reconfigure"):  # bytes that are not UTF-8 become U+FFFD instead of ending the chat
+        sys.stdin.reconfigure(errors="replace")
+    number = 0
     while True:
         try:
             line = input("\nUser: ") if interactive else sys.stdin.readline()
-        except (EOFError, UnicodeDecodeError):
+        except EOFError:
             return
+        number += 1
         if not interactive and line == "":
             return
         line = line.strip()
+        if "\ufffd" in line:
+            print(f"warning: input line {number} is not valid UTF-8 — the undecodable bytes were replaced by \ufffd",
+                  file=sys.stderr, flush=True)
         if line:
             yield line
 

@@ -13,6 +13,7 @@ from typing import Optional
 from tunery.errors import TuneryError
 
 _TRUE = ("1", "true", "yes", "on")
+FOOTER = ["gradio", "settings"]  # no "api" link: the board's handlers are not a public API
 
 
 def _plain(history) -> list[dict]:
@@ -21,6 +22,9 @@ def _plain(history) -> list[dict]:
     for message in history or []:
         role = message["role"] if isinstance(message, dict) else getattr(message, "role", None)
         content = message["content"] if isinstance(message, dict) else getattr(message, "content", "")
+        if isinstance(content, list):  # Gradio 6: a list of parts, [{"type": "text", "text": ...}, ...]
+            texts = [part.get("text") for part in content if isinstance(part, dict) and part.get("type") == "text"]
+            content = "".join(t for t in texts if isinstance(t, str)) if texts else None
         if role in ("user", "assistant") and isinstance(content, str):
             turns.append({"role": role, "content": content})
     return turns
@@ -58,10 +62,10 @@ def build_demo(engines: list, labels: list[str], cfg, title: Optional[str] = Non
                               font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
     context = min(getattr(e, "context_length", 4096) for e in engines)
     sampled = bool(cfg.do_sample)
-    with gr.Blocks(title="Tunery chat", theme=theme, analytics_enabled=False) as demo:
+    with gr.Blocks(title="Tunery chat", analytics_enabled=False) as demo:
         gr.Markdown(f"### Tunery chat — {title or cfg.model_name_or_path}")
         with gr.Row():
-            bots = [gr.Chatbot(type="messages", label=label, height=420, elem_id=f"chatbot-{k}", allow_tags=False)
+            bots = [gr.Chatbot(label=label, height=420, elem_id=f"chatbot-{k}", allow_tags=False)
                     for k, label in enumerate(labels)]
         system = gr.Textbox(label="System prompt", value=cfg.default_system or "", lines=2, elem_id="system")
         with gr.Row():
@@ -91,6 +95,7 @@ def build_demo(engines: list, labels: list[str], cfg, title: Optional[str] = Non
             trigger(add_user, inputs, inputs, queue=False).then(
                 respond, [system, max_new, temperature, top_p, *bots], [*bots, speed])
         clear.click(lambda: tuple([[] for _ in bots] + [""]), None, [*bots, speed], queue=False)
+    demo.launch_kwargs = {"theme": theme, "footer_links": FOOTER}  # Gradio 6 takes these at launch
     return demo
 
 
@@ -105,6 +110,41 @@ def launch_options() -> dict:
             raise TuneryError(f"GRADIO_SERVER_PORT = {raw!r} is not a port number — set it to e.g. 7860") from None
     share = os.environ.get("GRADIO_SHARE", "").strip().lower() in _TRUE
     return {"server_name": host, "server_port": port, "share": share}
+
+
+def auth_pairs(value: str | None) -> list[tuple[str, str]] | None:
+    """webui_auth 'user:pass,user2:pass2' → Gradio's [(user, pass), ...] (None: no login)."""
+    if not value:
+        return None
+    pairs = [tuple(part.split(":", 1)) for part in str(value).split(",") if part.strip()]
+    if not pairs or any(len(p) != 2 or not p[0].strip() or not p[1] for p in pairs):
+        raise TuneryError("option 'webui_auth' expects USER:PASSWORD (several comma-separated), e.g. "
+                          "webui_auth: alice:s3cret — the value is not shown here")
+    return [(user.strip(), password) for user, password in pairs]
+
+
+def exposure_warning(options: dict, auth) -> str | None:
+    """The one-line warning for a page (board, web chat) reachable beyond this machine without a login (None: not)."""
+    import ipaddress
+
+    host = options.get("server_name") or "127.0.0.1"
+    try:
+        local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = False
+    if auth or (local and not options.get("share")):
+        return None
+    where = "a public gradio.live link (GRADIO_SHARE)" if options.get("share") else f"{host} (GRADIO_SERVER_NAME)"
+    return (f"warning: the page is reachable beyond this machine through {where} and has no login — whoever "
+            "reaches it can use the models (on the board also train, export and read the saves folder); set "
+            "webui_auth USER:PASSWORD")
+
+
+def login_settings(initial: dict, options: dict) -> tuple[dict, str | None]:
+    """(Gradio launch arguments for the login webui_auth asks for, the exposure warning or None)."""
+    auth = auth_pairs(initial.get("webui_auth"))
+    login = {"auth": auth, "auth_message": "Tunery: log in (webui_auth)"} if auth else {}
+    return login, exposure_warning(options, auth)
 
 
 def create_demo(cfg):
@@ -127,10 +167,13 @@ def create_demo(cfg):
 
 
 def run_webchat(cfg) -> int:
-    demo = create_demo(cfg)
     options = launch_options()
+    login, warning = login_settings({"webui_auth": cfg.webui_auth}, options)
+    demo = create_demo(cfg)
+    if warning:
+        print(warning, flush=True)
     try:
-        demo.queue().launch(inbrowser=False, show_api=False, **options)
+        demo.queue().launch(inbrowser=False, **demo.launch_kwargs, **login, **options)
     except OSError as err:
         raise TuneryError(f"cannot start the web chat on {options['server_name']}:{options['server_port'] or 7860} "
                           f"({err}) — set GRADIO_SERVER_PORT to a free port") from None

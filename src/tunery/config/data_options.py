@@ -33,14 +33,15 @@ OPTIONS = [
     Option("train_on_prompt", "bool", False, "Also train on the prompt tokens.", G, advanced=True),
     Option("mask_history", "bool", False, "Train only on the last assistant turn.", G, advanced=True),
     Option("streaming", "bool", False, "Stream the dataset instead of loading it whole.", G, advanced=True,
-           unsupported="Tunery reads local datasets whole; for large data encode once with tokenized_path and reuse "
-                       "it"),
+           unsupported="Tunery streams data files into Arrow and memory-maps the encoded examples (flat memory), "
+                       "and caches the encoding, so a second run starts training at once"),
     Option("buffer_size", "int", 16384, "Shuffle buffer size when streaming.", G, check=positive, advanced=True),
     Option("mix_strategy", "str", "concat", "How several datasets are mixed.", G,
            choices=("concat", "interleave_under", "interleave_over"), advanced=True),
     Option("interleave_probs", "list", None, "Sampling probabilities for interleaving, comma-separated.", G,
            advanced=True),
-    Option("overwrite_cache", "bool", False, "Re-encode the datasets even when tokenized_path holds a save.", G,
+    Option("overwrite_cache", "bool", False, "Re-encode the datasets even when tokenized_path or the encoding cache "
+           "holds them.", G,
            advanced=True),
     Option("preprocessing_batch_size", "int", 1000, "Records per encoding batch.", G, check=positive, advanced=True),
     Option("preprocessing_num_workers", "int", None, "Processes used to encode the datasets (at most the CPU cores, "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tunery.config.registry import COMMAND_GROUPS, all_options, options_for
+from tunery.config.hf_args import SNAPSHOT, options_from, read_snapshot
+from tunery.config.registry import COMMAND_GROUPS, merged_options, options_for
 
 DOCS_PATH = Path(__file__).resolve().parents[3] / "docs" / "options.md"
 
@@ -28,13 +29,19 @@ def format_help(command: str, summary: str) -> str:
 
 
 def options_markdown() -> str:
+    """The reference for the shipped TrainingArguments snapshot's transformers version (the installed transformers'
+    fields, which `tunery train -h` lists, may differ: the file must not change with each transformers release)."""
+    shipped = read_snapshot(SNAPSHOT)
     out = ["# Tunery options", "",
            "Generated from the option declarations in `src/tunery/config/` by "
            "`python -m tunery.config.docs`; do not edit by hand.", "",
            "Every option works as a YAML key, as `--name value` and as `name=value`. Names follow LLaMA-Factory, "
-           "and every transformers `Seq2SeqTrainingArguments` field is accepted.", ""]
+           f"and every `Seq2SeqTrainingArguments` field of the installed transformers is accepted (listed here: "
+           f"transformers {shipped['transformers']}'s; `tunery train -h` lists the installed version's). Names "
+           "LLaMA-Factory files use that transformers has dropped (`warmup_ratio`, `logging_dir`, "
+           "`evaluation_strategy`, ...) are translated, or refused with one line naming the replacement.", ""]
     groups: dict[str, list] = {}
-    for opt in all_options().values():
+    for opt in merged_options(options_from(shipped["fields"])).values():
         groups.setdefault(opt.group, []).append(opt)
     order = [g for gs in COMMAND_GROUPS.values() for g in gs]
     for group in sorted(groups, key=lambda g: order.index(g) if g in order else len(order)):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Iterable
 
 from tunery.config.registry import all_options, all_rules
 from tunery.errors import ConfigError, did_you_mean
+from tunery.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -15,8 +17,11 @@ CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 class Config:
     """Validated option values for one command. Attribute access by option name."""
 
-    def __init__(self, command: str, values: dict[str, Any], explicit: set[str], where: str):
+    def __init__(self, command: str, values: dict[str, Any], explicit: set[str], where: str,
+                 sources: dict[str, str] | None = None, env: dict[str, str] | None = None):
+        self.__dict__["env"] = dict(env or {})  # environment variables the run sets (e.g. from logging_dir)
         self.__dict__["command"] = command
+        self.__dict__["sources"] = dict(sources or {})  # option -> the file or "command line" its value came from
         self.__dict__["values"] = values
         self.__dict__["explicit"] = explicit
         self.__dict__["where"] = where
@@ -43,29 +48,10 @@ class Config:
 
 
 def read_config_file(path: str) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file '{path}' does not exist — check the path")
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
-    try:
-        if path.endswith(".json"):
-            data = json.loads(text)
-        else:
-            import yaml
+    """The option: value mapping of a YAML/JSON file (UTF-8, no duplicate keys, bounded aliases, no ``${VAR}``)."""
+    from tunery.config.files import read_config_mapping
 
-            data = yaml.safe_load(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}:{err.lineno}:{err.colno}: malformed JSON ({err.msg}) — fix the file") from None
-    except Exception as err:  # yaml.YAMLError
-        mark = getattr(err, "problem_mark", None)
-        loc = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{path}{loc}: malformed YAML ({problem}) — fix the file") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of option: value at the top level")
-    return data
+    return read_config_mapping(path)
 
 
 def split_argv(argv: Iterable[str]) -> tuple[list[str], list[tuple[str, Any, str]]]:
@@ -117,24 +103,48 @@ def parse_config(command: str, argv: Iterable[str] = (), overrides: dict[str, An
     return build_config(command, raw, where)
 
 
+def _translated(raw: list[tuple[str, Any, str]], options: dict, env: dict[str, str]):
+    """The (key, value, where) triples with TrainingArguments names the installed transformers dropped translated
+    (:mod:`tunery.config.hf_compat`); environment variables they become go into ``env``."""
+    from tunery.config.hf_compat import translate
+
+    for key, value, source in raw:
+        result = None if key in options else translate(key, value, source, set(options))
+        if result is None:
+            yield key, value, source
+            continue
+        pairs, notice = result
+        if notice and os.environ.get("RANK", "0") == "0":
+            logger.warning("%s: %s", source, notice)
+        for new_key, new_value in pairs:
+            if new_key.startswith("env:"):
+                env[new_key[4:]] = new_value
+            else:
+                yield new_key, new_value, source
+
+
 def build_config(command: str, raw: list[tuple[str, Any, str]], where: str) -> Config:
     options = all_options()
     values = {name: opt.default for name, opt in options.items()}
     values = {k: (list(v) if isinstance(v, list) else v) for k, v in values.items()}
     sources: dict[str, str] = {}  # option -> where its final value came from
-    for key, value, source in raw:
+    env: dict[str, str] = {}  # environment variables the run sets (translated options)
+    for key, value, source in _translated(raw, options, env):
         opt = options.get(key)
         if opt is None:
             raise ConfigError(f"{source}: unknown option '{key}'{did_you_mean(key, options)} — "
                               f"`tunery {command} -h` lists every option")
-        values[key] = opt.coerce(value, source)
+        value = opt.coerce(value, source)
+        if isinstance(value, dict) and isinstance(values.get(key), dict) and key in sources:
+            value = {**values[key], **value}  # e.g. accelerator_config built from several legacy names
+        values[key] = value
         sources[key] = source
     for key, source in sources.items():  # validate final values only: a later override may fix an earlier one
         options[key].validate(values[key], source)
     explicit = set(sources)
     if command == "train" and not explicit & {"do_train", "do_eval", "do_predict"}:
         values["do_train"] = True  # `tunery train` trains unless told to only evaluate or predict
-    cfg = Config(command, values, explicit, where)
+    cfg = Config(command, values, explicit, where, sources, env)
     for rule in all_rules():
         if command in rule.commands:
             rule.func(cfg)

@@ -12,14 +12,20 @@ L = "method: lora"
 F = "method: freeze"
 R = "method: rlhf"
 
-STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto")
+STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto", "grpo")
 IMPLEMENTED_STAGES = STAGES  # every stage has a recipe in tunery.train.run
 ADAPTER_TYPES = ("lora", "oft")  # methods that train a PEFT adapter (saved as adapter_model.safetensors)
-PREF_LOSSES = ("sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo")
+# LLaMA-Factory's pref_loss values, then TRL's further DPOTrainer losses (train/dpo.py maps them onto TRL).
+PREF_LOSSES = ("sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo", "robust", "exo_pair", "nca_pair", "bco_pair",
+               "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm")
+
+def _below_half(value):
+    return None if 0 <= value < 0.5 else "must be at least 0 and below 0.5"
+
 
 OPTIONS = [
     Option("stage", "str", "sft", "Training stage: pt (pre-training on text), sft, rm (reward model), ppo, dpo "
-           "(also orpo/simpo through pref_loss) or kto.", G, choices=STAGES),
+           "(also orpo/simpo through pref_loss), kto or grpo (online RL with reward functions, on TRL's GRPOTrainer).", G, choices=STAGES),
     Option("finetuning_type", "str", "lora", "How the model is trained.", G, choices=("lora", "oft", "freeze", "full")),
     Option("plot_loss", "bool", False, "Save training_loss.png (raw and smoothed) after training.", G),
     Option("include_effective_tokens_per_second", "bool", False, "Log non-pad tokens per second.", G, advanced=True),
@@ -51,11 +57,22 @@ OPTIONS = [
     # preference / rlhf (used by later stages)
     Option("pref_beta", "float", 0.1, "Beta of the preference loss (dpo, kto, orpo, simpo).", R, check=positive,
            advanced=True),
-    Option("pref_ftx", "float", 0.0, "Weight of an SFT loss on the chosen answers added to dpo/kto.", R,
-           check=non_negative, advanced=True),
-    Option("pref_loss", "str", "sigmoid", "Loss of stage dpo: sigmoid (DPO), hinge, ipo, kto_pair, orpo or simpo "
-           "(the last two need no reference model).", R, choices=PREF_LOSSES, advanced=True),
-    Option("dpo_label_smoothing", "float", 0.0, "Robust DPO label smoothing.", R, check=probability, advanced=True),
+    Option("pref_ftx", "float", 0.0, "Weight of an SFT loss on the chosen answers added to dpo/kto (on TRL's "
+           "DPOTrainer: its 'sft' term, the mean NLL of the batch's chosen tokens).", R, check=non_negative,
+           advanced=True),
+    Option("pref_loss", "str", "sigmoid", "Loss of stage dpo: sigmoid (DPO), hinge, ipo, kto_pair, orpo, simpo "
+           "(orpo and simpo need no reference model; kto_pair, orpo and simpo are Tunery's own, the rest run on TRL's "
+           "DPOTrainer), or one of TRL's further DPO losses: robust (label-noise robust DPO, with "
+           "dpo_label_smoothing), exo_pair (EXO, dpo_label_smoothing > 0), nca_pair, bco_pair, sppo_hard, aot, "
+           "aot_unpaired, apo_zero, apo_down, discopop, sigmoid_norm.", R, choices=PREF_LOSSES, advanced=True),
+    Option("pref_bco_weight", "float", 0.0, "Weight w of a BCO term mixed into the dpo loss: (loss + w·bco)/(1 + w) "
+           "(TRL's bco_pair, without LLaMA-Factory's running-mean reward shift).", R, check=non_negative,
+           advanced=True),
+    Option("dpo_label_smoothing", "float", 0.0, "Label smoothing ε of the dpo loss: conservative DPO for sigmoid, "
+           "and TRL's robust/exo_pair/aot losses.", R, check=_below_half, advanced=True),
+    Option("ld_alpha", "float", None, "LD-DPO: weight of the log-probabilities of the answer tokens past the shorter "
+           "answer's length (1 = plain DPO, 0 = only the shared length; TRL's ld_alpha, applied to the policy and "
+           "the reference).", R, check=probability, advanced=True),
     Option("kto_chosen_weight", "float", 1.0, "KTO weight of desirable examples.", R, check=positive, advanced=True),
     Option("kto_rejected_weight", "float", 1.0, "KTO weight of undesirable examples.", R, check=positive,
            advanced=True),
@@ -63,7 +80,7 @@ OPTIONS = [
     Option("ref_model", "str", None, "Reference model for dpo/kto/ppo (default: the model itself before training; "
            "with LoRA, the base without the adapter).", R, advanced=True),
     Option("ref_model_adapters", "str", None, "LoRA adapter merged into ref_model.", R, advanced=True),
-    Option("reward_model", "str", None, "Reward model for ppo: the output_dir of a stage rm run (a LoRA adapter for "
+    Option("reward_model", "str", None, "Reward model for ppo (and grpo's reward_model reward): the output_dir of a stage rm run (a LoRA adapter for "
            "reward_model_type lora, a full model folder for full) or an http(s) URL for api.", R, advanced=True),
     Option("reward_model_adapters", "str", None, "LoRA adapter merged into a full reward_model.", R, advanced=True),
     Option("reward_model_type", "str", "lora", "Kind of reward_model: lora (adapter on model_name_or_path), full, or "
@@ -85,16 +102,31 @@ def _lora_only(cfg) -> None:
                           f"finetuning_type: lora (got {cfg.finetuning_type}) or drop quantization_bit")
 
 
+def _unused_method_options(cfg) -> None:
+    """LoRA options with full/freeze (or freeze options with lora/full) change nothing: say so, naming them."""
+    from tunery.utils.logging import get_logger
+
+    groups = {"lora": L, "freeze": F}
+    for method, group in groups.items():
+        if cfg.finetuning_type == method:
+            continue
+        names = sorted(n for n in cfg.explicit if n in _GROUP_NAMES[group])
+        if names:
+            get_logger(__name__).warning(
+                "%s: finetuning_type is %s, so the %s option(s) %s are ignored — drop them, or set "
+                "finetuning_type: %s", cfg.where, cfg.finetuning_type, method, ", ".join(names), method)
+
+
 def _is_dir_with(path: str, name: str) -> bool:
     return os.path.isfile(os.path.join(os.path.expanduser(path), name))
 
 
 def _ppo_reward(cfg) -> None:
-    if cfg.stage != "ppo":
+    if cfg.stage != "ppo" and not (cfg.stage == "grpo" and "reward_model" in (cfg.reward_funcs or [])):
         return
     where, kind, path = cfg.where, cfg.reward_model_type, cfg.reward_model
     if not path:
-        raise ConfigError(f"{where}: stage ppo needs option 'reward_model' — train one with stage: rm and give its "
+        raise ConfigError(f"{where}: stage {cfg.stage} needs option 'reward_model' — train one with stage: rm and give its "
                           "output_dir (reward_model_type: lora or full), or an http(s) URL (reward_model_type: api)")
     if kind == "api":
         if not path.startswith(("http://", "https://")):
@@ -115,9 +147,17 @@ def _pref_loss_stage(cfg) -> None:
     if cfg.pref_loss != "sigmoid" and "pref_loss" in cfg.explicit and cfg.stage != "dpo":
         raise ConfigError(f"{cfg.where}: option 'pref_loss' ({cfg.pref_loss}) is used by stage dpo only (stage is "
                           f"{cfg.stage}) — set stage: dpo or drop pref_loss")
+    if cfg.stage == "dpo" and cfg.pref_loss == "exo_pair" and not cfg.dpo_label_smoothing:
+        raise ConfigError(f"{cfg.where}: pref_loss exo_pair needs dpo_label_smoothing > 0 (the EXO paper uses 1e-3)")
+    if cfg.stage == "dpo" and cfg.pref_loss in ("kto_pair", "orpo", "simpo") and (cfg.pref_bco_weight or
+                                                                                cfg.ld_alpha is not None):
+        raise ConfigError(f"{cfg.where}: pref_bco_weight and ld_alpha work with the losses on TRL's DPOTrainer, not "
+                          f"with pref_loss {cfg.pref_loss} — drop them or pick another pref_loss")
     if cfg.ref_model and not os.path.isdir(os.path.expanduser(cfg.ref_model)) and "/" not in cfg.ref_model:
         raise ConfigError(f"{cfg.where}: ref_model '{cfg.ref_model}' is not a model folder — check the path")
 
 
-RULES = [Rule(_lora_only, frozenset({"train"})),
+_GROUP_NAMES = {group: {o.name for o in OPTIONS if o.group == group} for group in (L, F)}
+
+RULES = [Rule(_lora_only, frozenset({"train"})), Rule(_unused_method_options, frozenset({"train"})),
          Rule(_ppo_reward, frozenset({"train"})), Rule(_pref_loss_stage, frozenset({"train"}))]

@@ -14,6 +14,7 @@ from tunery.errors import ConfigError
 
 INF = "inference"
 E = "export"
+W = "webui"
 
 _NO_QUANTIZED_EXPORT = ("quantized export (GPTQ) is not available — export in full precision, then quantize the "
                         "folder with a dedicated tool (llama.cpp, AutoGPTQ, AutoAWQ)")
@@ -38,6 +39,8 @@ OPTIONS = [
            choices=("cpu", "auto")),
     Option("export_legacy_format", "bool", False, "Save PyTorch .bin files instead of safetensors (for old tools).",
            E, advanced=True),
+    Option("export_overwrite", "bool", False, "Replace an earlier Tunery export in export_dir (a folder holding "
+           "files Tunery did not write is never replaced).", E),
     Option("export_hub_model_id", "str", None, "Also push the exported model to this Hugging Face hub repo "
            "(needs network and a token: hf_hub_token or HF_TOKEN).", E),
     Option("export_quantization_bit", "int", None, "Quantize the exported model to this many bits.", E,
@@ -48,6 +51,11 @@ OPTIONS = [
            advanced=True, unsupported=_NO_QUANTIZED_EXPORT),
     Option("export_quantization_maxlen", "int", 1024, "Calibration sequence length for quantized export.", E,
            advanced=True, unsupported=_NO_QUANTIZED_EXPORT),
+    Option("webui_allowed_paths", "list", None, "tunery webui: more folders (models, datasets, outputs) its pages may "
+           "read and write, comma-separated; besides these only the saves folder, the dataset folder and the model "
+           "and adapter folders of the config it starts with are reachable.", W),
+    Option("webui_auth", "str", None, "tunery webui and webchat: require a login, 'USER:PASSWORD' (several comma-separated); put it "
+           "in the config file rather than on the command line, where other local users can read it.", W),
 ]
 
 

@@ -45,6 +45,19 @@ def _output_dir(cfg) -> None:
                       "pass --overwrite_output_dir to replace it, or choose another output_dir")
 
 
+def _training_length(cfg) -> None:
+    """transformers trains one step for max_steps 0 and saves an untrained model for num_train_epochs 0."""
+    if not cfg.do_train:
+        return
+    if cfg.max_steps == 0:
+        raise ConfigError(f"{cfg.where}: option 'max_steps' is 0, which trains nothing — give the number of steps, "
+                          "or drop max_steps (-1) to train num_train_epochs")
+    steps_unset = cfg.max_steps is None or cfg.max_steps < 0
+    if steps_unset and cfg.num_train_epochs is not None and cfg.num_train_epochs <= 0:
+        raise ConfigError(f"{cfg.where}: option 'num_train_epochs' is {cfg.num_train_epochs:g}, which trains nothing "
+                          "— give a positive number of epochs (e.g. 3.0) or max_steps")
+
+
 def _precision(cfg) -> None:
     from tunery.utils import device
 
@@ -86,6 +99,15 @@ def _deepspeed(cfg) -> None:
     if isinstance(fsdp_config, str) and not os.path.isfile(fsdp_config):
         raise ConfigError(f"{cfg.where}: fsdp_config file '{fsdp_config}' does not exist — check the path (example: "
                           "examples/accelerate/fsdp_training_config.json)")
+    if cfg.fsdp and cfg.fsdp not in ([], "", False):
+        from tunery.utils.device import accelerator_available
+
+        if not accelerator_available():
+            # accelerate's state turns FSDP on only for GPU-like devices (MULTI_GPU/NPU/XPU/...): on CPU the fsdp
+            # options would be dropped silently and the run would be plain DDP.
+            raise ConfigError(f"{cfg.where}: option 'fsdp' needs GPUs (accelerate shards with FSDP only on CUDA, "
+                              "NPU, XPU, MLU, MUSA, HPU devices) and this machine has none — drop fsdp/fsdp_config: "
+                              "several CPU processes still train data parallel (FORCE_TORCHRUN=1 NPROC_PER_NODE=N)")
     ds = cfg.deepspeed
     if not ds:
         return
@@ -117,6 +139,7 @@ def _report_to(cfg) -> None:
 
 RULES = [
     Rule(_output_dir, frozenset({"train"})),
+    Rule(_training_length, frozenset({"train"})),
     Rule(_precision, frozenset({"train"})),
     Rule(_eval_needs_data, frozenset({"train"})),
     Rule(_predict, frozenset({"train"})),

@@ -1,7 +1,8 @@
 """``tokenized_path``: save the encoded train/eval sets once, reload them on later runs.
 
 The folder is a ``datasets.DatasetDict.save_to_disk`` folder (Arrow files; splits ``train`` and ``validation``, the
-names LLaMA-Factory uses, so a folder LLaMA-Factory's ``tokenized_path`` wrote loads too) plus
+names LLaMA-Factory uses, so a folder LLaMA-Factory's ``tokenized_path`` wrote loads too; memory-mapped when loaded)
+plus
 ``tunery_tokenized.json``: the options the data was encoded with and the dropped-record counts. No pickle.
 
 On a later run with the same ``tokenized_path`` the folder is loaded and loading/encoding are skipped. If that run
@@ -60,28 +61,10 @@ def _differences(saved: dict, current: dict) -> list[str]:
     return out
 
 
-def _to_table(examples: list[dict]):
-    import pyarrow as pa
-
-    columns = {}
-    for key in examples[0]:
-        values = [e[key] for e in examples]
-        if isinstance(values[0], list):
-            columns[key] = pa.array(values, type=pa.list_(pa.int32()))
-        else:
-            columns[key] = pa.array(values)
-    return pa.table(columns)
-
-
-def _to_examples(dataset) -> list[dict]:
-    table = dataset.data.table if hasattr(dataset.data, "table") else dataset.data
-    columns = {name: table.column(name).to_pylist() for name in table.column_names if name not in LF_ONLY_COLUMNS}
-    return [dict(zip(columns, values)) for values in zip(*columns.values())]
-
-
-def save_tokenized(path: str, train: list[dict], evaluation: list[dict] | None, meta: dict) -> None:
-    """Write the encoded splits and ``meta`` (options, dropped counts) to ``path`` (replacing an earlier save)."""
-    from datasets import Dataset, DatasetDict
+def save_tokenized(path: str, train, evaluation, meta: dict) -> None:
+    """Write the encoded splits (Datasets) and ``meta`` (options, dropped counts) to ``path`` (replacing an earlier
+    save)."""
+    from datasets import DatasetDict
 
     path = os.path.expanduser(path)
     if os.path.isdir(path) and os.listdir(path):
@@ -89,9 +72,9 @@ def save_tokenized(path: str, train: list[dict], evaluation: list[dict] | None, 
             raise ConfigError(f"tokenized_path '{path}' is a folder with other files in it — give an empty or new "
                               "folder (Tunery replaces the folder's contents when it re-encodes)")
         shutil.rmtree(path)
-    splits = {TRAIN: Dataset(_to_table(train))} if train else {}
-    if evaluation:
-        splits[EVAL] = Dataset(_to_table(evaluation))
+    splits = {TRAIN: train} if train is not None and len(train) else {}
+    if evaluation is not None and len(evaluation):
+        splits[EVAL] = evaluation
     try:
         DatasetDict(splits).save_to_disk(path)
     except OSError as err:
@@ -111,7 +94,13 @@ def read_meta(path: str) -> dict:
         return json.load(fh)
 
 
-def load_tokenized(path: str, current: dict | None = None) -> tuple[list[dict], list[dict] | None, dict]:
+def _columns(dataset):
+    """The split without LLaMA-Factory's multimodal columns (still memory-mapped)."""
+    extra = [name for name in dataset.column_names if name in LF_ONLY_COLUMNS]
+    return dataset.remove_columns(extra) if extra else dataset
+
+
+def load_tokenized(path: str, current: dict | None = None) -> tuple:
     """(train, eval, meta) from ``path``. With ``current`` (this run's :func:`fingerprint`, given when the run names
     datasets), encoding options that differ from the saved ones are refused with the list of differences."""
     from datasets import DatasetDict, load_from_disk
@@ -135,8 +124,9 @@ def load_tokenized(path: str, current: dict | None = None) -> tuple[list[dict], 
         data = DatasetDict({TRAIN: data})
     if saved is None:
         logger.warning("tokenized_path %s was not written by Tunery: its encoding options cannot be checked", path)
-    train = _to_examples(data[TRAIN]) if TRAIN in data else []
-    evaluation = _to_examples(data[EVAL]) if EVAL in data else None
-    logger.info("loaded %d training%s examples from tokenized_path %s (loading and encoding skipped)", len(train),
+    train = _columns(data[TRAIN]) if TRAIN in data else None
+    evaluation = _columns(data[EVAL]) if EVAL in data else None
+    logger.info("loaded %d training%s examples from tokenized_path %s (loading and encoding skipped)",
+                len(train) if train is not None else 0,
                 f" and {len(evaluation)} evaluation" if evaluation else "", path)
     return train, evaluation, meta

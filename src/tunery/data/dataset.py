@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -23,17 +26,20 @@ RESPONSE_STAGES = ("sft", "kto", "rm", "dpo", "orpo", "simpo")  # stages that tr
 
 @dataclass
 class PreparedData:
-    """What the trainer receives (``train``/``eval``: packed rows with packing) and how it came about."""
+    """What the trainer receives (``train``/``eval``: memory-mapped ``datasets.Dataset`` of the encoded examples —
+    packed rows with packing) and how it came about."""
 
-    train: list[dict]
-    eval: list[dict] | None
+    train: object  # datasets.Dataset (or a list, for the small in-memory uses)
+    eval: object | None
     dropped: dict[str, int] = field(default_factory=dict)  # "dataset: reason" (loading) / "encoding: reason"
     placeholders: dict[str, int] = field(default_factory=dict)  # {{name}} still in the data -> record count
     num_examples: int = 0  # encoded training examples (before packing)
     packing: dict | None = None  # packing_summary() when sft examples were packed
     tokenized_path: str | None = None  # the folder the data was loaded from or saved to
     from_cache: bool = False
-    unpacked: list[dict] | None = None  # the training examples before packing (kept only when asked: preview)
+    unpacked: object | None = None  # the training examples before packing (kept only when asked: preview)
+    files: dict = field(default_factory=dict)  # split -> Arrow file names (in the encoding folder)
+    cache_entry: str | None = None  # the encoding cache folder the data lives in
 
 
 # ---------------------------------------------------------------- loading
@@ -181,38 +187,79 @@ def nothing_left_error(cfg, loaded_count: int, dropped: dict[str, int], split: s
                      f"loaded, all dropped ({listed}) — {fix}; `tunery preview` shows the records")
 
 
-def encode_loaded(cfg, loaded, template, tokenizer, strict: bool = True, keep_unpacked: bool = False) -> PreparedData:
-    """Encode (and pack) a LoadedData; with ``strict``, refuse when nothing is left to train or evaluate on."""
-    from tunery.data.packing import pack_examples, packing_enabled, packing_summary
+def _encode_split(cfg, records, template, tokenizer, folder: str, prefix: str):
+    """EncodedArrow of ``records`` (the Arrow files ``folder/prefix-*.arrow``) for the run's stage."""
+    from tunery.data.encoded import encode_to_arrow
 
+    return encode_to_arrow(records, cfg.stage, template, tokenizer, encode_cutoff(cfg), folder, prefix,
+                           train_on_prompt=cfg.train_on_prompt, mask_history=cfg.mask_history,
+                           packing=cfg.packing is not False,
+                           num_workers=_workers(cfg.preprocessing_num_workers, len(records)))
+
+
+def encode_to_dataset(cfg, records, template, tokenizer, stage: str):
+    """``records`` encoded for ``stage`` (eval-only runs, predict) with cutoff_len as it is: a memory-mapped Dataset
+    in a temporary folder."""
+    from tunery.data.encoded import encode_to_arrow
+
+    return encode_to_arrow(records, stage, template, tokenizer, cfg.cutoff_len, _scratch_folder(), stage,
+                           train_on_prompt=cfg.train_on_prompt, mask_history=cfg.mask_history,
+                           num_workers=_workers(cfg.preprocessing_num_workers, len(records))).dataset
+
+
+def _scratch_folder() -> str:
+    """A temporary folder for encodings that are not cached (preview); removed when the process exits."""
+    import atexit
+
+    folder = tempfile.mkdtemp(prefix="tunery-encoded-")
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def encode_loaded(cfg, loaded, template, tokenizer, strict: bool = True, keep_unpacked: bool = False,
+                  folder: str | None = None) -> PreparedData:
+    """Encode (and pack) a LoadedData into Arrow files in ``folder`` (a temporary one by default); with ``strict``,
+    refuse when nothing is left to train or evaluate on."""
+    from tunery.data.encoded import open_shards, pack_to_arrow
+    from tunery.data.packing import packing_enabled
+
+    folder = folder or _scratch_folder()
     dropped = dict(loaded.dropped)
     loaded_count = len(loaded.train) + sum(dropped.values())
-    train = encode_records(cfg, loaded.train, template, tokenizer) if loaded.train else []
-    for reason, n in getattr(train, "dropped", {}).items():
-        dropped[f"encoding: {reason}"] = dropped.get(f"encoding: {reason}", 0) + n
-    if not train and strict:
+    files: dict[str, list[str]] = {}
+    train = open_shards([])
+    if loaded.train:
+        encoded = _encode_split(cfg, loaded.train, template, tokenizer, folder, "train")
+        train, files["train"] = encoded.dataset, encoded.files
+        for reason, n in encoded.dropped.items():
+            dropped[f"encoding: {reason}"] = dropped.get(f"encoding: {reason}", 0) + n
+    if not len(train) and strict:
         raise nothing_left_error(cfg, loaded_count, dropped)
     evaluation = None
     if loaded.eval:
-        evaluation = encode_records(cfg, loaded.eval, template, tokenizer)
-        for reason, n in evaluation.dropped.items():
+        encoded = _encode_split(cfg, loaded.eval, template, tokenizer, folder, "eval")
+        evaluation, files["eval"] = encoded.dataset, encoded.files
+        for reason, n in encoded.dropped.items():
             dropped[f"eval encoding: {reason}"] = dropped.get(f"eval encoding: {reason}", 0) + n
-        if not evaluation and strict:
+        if not len(evaluation) and strict:
             raise nothing_left_error(cfg, len(loaded.eval), {k: v for k, v in dropped.items()
                                                              if k.startswith("eval encoding")}, "evaluation")
-    prepared = PreparedData(list(train), list(evaluation) if evaluation is not None else None, dropped,
-                            dict(loaded.placeholders), num_examples=len(train))
+    prepared = PreparedData(train, evaluation, dropped, dict(loaded.placeholders), num_examples=len(train))
     if keep_unpacked:
         prepared.unpacked = prepared.train
     if packing_enabled(cfg):
         batch = cfg.preprocessing_batch_size or 1000
-        prepared.train = pack_examples(prepared.train, cfg.cutoff_len, batch)
+        files["unpacked"] = files.pop("train", [])
+        prepared.train, prepared.packing, files["train"] = pack_to_arrow(
+            train, cfg.cutoff_len, batch, os.path.join(folder, "train-packed.arrow"))
         if prepared.eval is not None:
-            prepared.eval = pack_examples(prepared.eval, cfg.cutoff_len, batch)
-        prepared.packing = packing_summary(len(train), prepared.train, cfg.cutoff_len)
+            files["unpacked_eval"] = files.pop("eval", [])
+            prepared.eval, _, files["eval"] = pack_to_arrow(prepared.eval, cfg.cutoff_len, batch,
+                                                            os.path.join(folder, "eval-packed.arrow"))
         logger.info("packed %d examples into %d sequences of at most %d tokens (%.0f%% full)%s", len(train),
                     len(prepared.train), cfg.cutoff_len - 1, 100 * prepared.packing["fill"],
                     ", packed examples attend only to themselves" if cfg.neat_packing else "")
+    prepared.files = {split: [os.path.basename(f) for f in names] for split, names in files.items()}
     return prepared
 
 
@@ -220,9 +267,9 @@ def _check_cached_layout(cfg, path: str, train: list[dict]) -> None:
     """Saved packed rows need packing on (the packed collator), saved examples need it off."""
     from tunery.data.packing import packing_enabled
 
-    if not train or cfg.stage != "sft":
+    if train is None or not len(train) or cfg.stage != "sft":
         return
-    packed = "position_ids" in train[0]
+    packed = "position_ids" in train.column_names
     if packed and not packing_enabled(cfg):
         raise ConfigError(f"tokenized_path '{path}' holds packed sequences but packing is off — set packing: true "
                           "(or neat_packing: true, as when they were saved), or overwrite_cache: true to re-encode")
@@ -232,35 +279,75 @@ def _check_cached_layout(cfg, path: str, train: list[dict]) -> None:
 
 
 # ---------------------------------------------------------------- the entry
-def prepare_datasets(cfg, tokenizer, template) -> PreparedData:
-    """The run's training/evaluation data, from ``tokenized_path`` when it holds a save (unless ``overwrite_cache``),
-    else loaded, encoded, packed (sft with packing) and then saved there when ``tokenized_path`` is set."""
+def _from_tokenized_path(cfg, tokenizer, path: str) -> PreparedData:
     from tunery.data import cache
+
+    current = cache.fingerprint(cfg, tokenizer) if cfg.dataset else None
+    train, evaluation, meta = cache.load_tokenized(path, current)
+    if (train is None or not len(train)) and cfg.do_train:
+        raise DataError(f"tokenized_path '{path}' holds no training examples — set overwrite_cache: true to "
+                        "re-encode it from the dataset option")
+    _check_cached_layout(cfg, path, train)
+    return PreparedData(train if train is not None else [], evaluation, dict(meta.get("dropped", {})),
+                        dict(meta.get("placeholders", {})), num_examples=meta.get("num_examples", len(train or [])),
+                        packing=meta.get("packing"), tokenized_path=path, from_cache=True)
+
+
+def _from_entry(entry: str, meta: dict, from_cache: bool) -> PreparedData:
+    """The PreparedData of an encoding cache entry, its Arrow files memory-mapped."""
+    from tunery.data.encoded import open_shards
+
+    files = meta.get("files", {})
+    split = {name: open_shards([os.path.join(entry, f) for f in names]) for name, names in files.items()}
+    return PreparedData(split.get("train", open_shards([])), split.get("eval"), dict(meta.get("dropped", {})),
+                        dict(meta.get("placeholders", {})), num_examples=meta.get("num_examples", 0),
+                        packing=meta.get("packing"), from_cache=from_cache, files=files, cache_entry=entry)
+
+
+def prepare_datasets(cfg, tokenizer, template) -> PreparedData:
+    """The run's training/evaluation data as memory-mapped Datasets: from ``tokenized_path`` when it holds a save
+    (unless ``overwrite_cache``), else from the encoding cache when an entry for exactly these inputs exists (unless
+    ``overwrite_cache``), else loaded, encoded, packed (sft with packing) into a new cache entry — and then saved to
+    ``tokenized_path`` when it is set."""
+    from tunery.data import cache, encoding_cache
     from tunery.data.packing import check_packing_options
 
+    started = time.perf_counter()
     check_packing_options(cfg)
     check_template_tokens(template, tokenizer, getattr(cfg, "model_name_or_path", "") or "")
     path = cfg.tokenized_path
     if path and cache.has_tokenized_data(path) and not cfg.overwrite_cache:
-        current = cache.fingerprint(cfg, tokenizer) if cfg.dataset else None
-        train, evaluation, meta = cache.load_tokenized(path, current)
-        if not train and cfg.do_train:
-            raise DataError(f"tokenized_path '{path}' holds no training examples — set overwrite_cache: true to "
-                            "re-encode it from the dataset option")
-        _check_cached_layout(cfg, path, train)
-        return PreparedData(train, evaluation, dict(meta.get("dropped", {})), dict(meta.get("placeholders", {})),
-                            num_examples=meta.get("num_examples", len(train)), packing=meta.get("packing"),
-                            tokenized_path=path, from_cache=True)
+        return _from_tokenized_path(cfg, tokenizer, path)
     if path and not cfg.dataset:
         raise ConfigError(f"tokenized_path '{path}' holds no saved datasets yet — name the dataset(s) to encode "
                           "(option 'dataset') for the first run")
-    prepared = encode_loaded(cfg, load_records(cfg), template, tokenizer)
+    options = cache.fingerprint(cfg, tokenizer)
+    key = encoding_cache.encoding_key(encoding_cache.encoding_inputs(cfg, tokenizer, template, options))
+    meta = None if cfg.overwrite_cache else encoding_cache.lookup(key)
+    if meta is not None:
+        prepared = _from_entry(encoding_cache.entry_folder(key), meta, from_cache=True)
+        _check_cached_layout(cfg, encoding_cache.entry_folder(key), prepared.train)
+        logger.info("encoding cache hit: %d training examples from %s (loading and encoding skipped; "
+                    "overwrite_cache: true re-encodes)", len(prepared.train), prepared.cache_entry)
+    else:
+        workdir = encoding_cache.new_workdir(key)
+        try:
+            from tunery.data.record_store import load_to_arrow
+
+            prepared = encode_loaded(cfg, load_to_arrow(cfg, workdir), template, tokenizer, folder=workdir)
+            os.remove(os.path.join(workdir, "records.arrow"))  # the records are encoded: only the examples stay
+            meta = {"options": options, "dropped": prepared.dropped, "placeholders": prepared.placeholders,
+                    "num_examples": prepared.num_examples, "packing": prepared.packing, "files": prepared.files}
+            entry = encoding_cache.commit(key, workdir, meta)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        prepared = _from_entry(entry, meta, from_cache=False)  # mapped from the entry's final place
     if path:
-        meta = {"options": cache.fingerprint(cfg, tokenizer), "dropped": prepared.dropped,
-                "placeholders": prepared.placeholders, "num_examples": prepared.num_examples,
-                "packing": prepared.packing}
+        meta = {"options": options, "dropped": prepared.dropped, "placeholders": prepared.placeholders,
+                "num_examples": prepared.num_examples, "packing": prepared.packing}
         cache.save_tokenized(path, prepared.train, prepared.eval, meta)
         prepared.tokenized_path = path
-    logger.info("training examples: %d%s", len(prepared.train),
-                f", evaluation examples: {len(prepared.eval)}" if prepared.eval else "")
+    logger.info("training examples: %d%s; data ready in %.1f s", len(prepared.train),
+                f", evaluation examples: {len(prepared.eval)}" if prepared.eval else "", time.perf_counter() - started)
     return prepared

@@ -16,7 +16,6 @@ import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from itertools import chain
 
 from ..errors import ConfigError, DataError, did_you_mean
@@ -25,6 +24,7 @@ from .templates.template import batch_text_encoder, token_cache, tokenize_texts
 
 logger = logging.getLogger(__name__)
 
+TRUNCATION_WARN_SHARE = 0.5  # warn when at least this share of the examples is cut by cutoff_len
 LF_BATCH_SIZE = 1000  # LLaMA-Factory's preprocessing_batch_size: pt packing and kto pairing work per batch
 
 STAGE_ENCODERS = {
@@ -35,9 +35,57 @@ STAGE_ENCODERS = {
     "orpo": "pairwise",
     "simpo": "pairwise",
     "ppo": "unsupervised",
+    "grpo": "unsupervised",
     "predict": "unsupervised",
     "kto": "kto",
 }
+
+
+# Raw text is cut before tokenizing to what cutoff_len can use, so one huge record cannot take the machine's memory:
+# a message keeps at most TEXT_BOUND_MARGIN x cutoff_len x (the longest token's characters), and never less than
+# MIN_TEXT_BOUND characters. A message that fits in cutoff_len tokens is far below that bound, so its encoding is
+# exactly LLaMA-Factory's; only a message over the bound (hundreds of thousands of tokens) is cut, which can move the
+# prompt/response split of that record's truncation by a few tokens.
+MIN_TEXT_BOUND = 1 << 20
+TEXT_BOUND_MARGIN = 4
+
+
+def text_bound(tokenizer, cutoff_len: int) -> int:
+    """Characters of one message that encoding ``cutoff_len`` tokens can possibly use, with a wide margin."""
+    try:
+        longest = max((len(token) for token in tokenizer.get_vocab()), default=1)
+    except (AttributeError, NotImplementedError, TypeError):
+        longest = 64
+    return max(MIN_TEXT_BOUND, TEXT_BOUND_MARGIN * cutoff_len * max(longest, 1))
+
+
+def bound_texts(records: Sequence[AlignedRecord], limit: int) -> tuple[list[AlignedRecord], int]:
+    """``records`` with every message, system prompt and tools text cut to ``limit`` characters; how many were cut."""
+    from dataclasses import replace
+
+    def cut(messages: list[dict]) -> list[dict]:
+        return [{**m, "content": m["content"][:limit]} if len(m.get("content") or "") > limit else m
+                for m in messages]
+
+    out, n_cut = [], 0
+    for record in records:
+        texts = [m.get("content") or "" for m in record.prompt + record.response] + [record.system, record.tools]
+        if any(len(t or "") > limit for t in texts):
+            n_cut += 1
+            record = replace(record, prompt=cut(record.prompt), response=cut(record.response),
+                             system=(record.system or "")[:limit], tools=(record.tools or "")[:limit])
+        out.append(record)
+    return out, n_cut
+
+
+def reach_share(examples: Sequence[dict], cutoff_len: int) -> float:
+    """Share of encoded examples whose kept length reached cutoff_len: the truncation rule fills exactly cutoff_len
+    tokens when it cuts, so these are the truncated ones (plus any that were exactly that long)."""
+    if not examples:
+        return 0.0
+    keys = ("input_ids",) if "input_ids" in examples[0] else ("chosen_input_ids", "rejected_input_ids")
+    reached = sum(1 for e in examples if max(len(e[k]) for k in keys if k in e) >= cutoff_len)
+    return reached / len(examples)
 
 
 def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:
@@ -82,6 +130,8 @@ def encode_supervised(
         raise ConfigError(f"template '{template.name}' does not support train_on_prompt (it uses efficient_eos)")
     pairs = template.encode_multiturn(tokenizer, record.prompt + record.response, record.system or None,
                                       record.tools or None, discard_history_cot=discard_history_cot)
+    # a model's own chat template may render text after the last turn (Phi-3.5's <|endoftext|>): kept, not trained
+    tail = pairs.pop()[0] if pairs and pairs[-1][1] is None else []
     eos = tokenizer.eos_token_id if template.efficient_eos else None
     input_ids: list[int] = []
     labels: list[int] = []
@@ -110,6 +160,8 @@ def encode_supervised(
     if template.efficient_eos:
         input_ids.append(eos)
         labels.append(eos)
+    tail = tail[:max(0, cutoff_len - len(input_ids))]
+    input_ids, labels = input_ids + tail, labels + [IGNORE_INDEX] * len(tail)
     return {"input_ids": input_ids, "labels": labels, "attention_mask": [1] * len(input_ids)}
 
 
@@ -140,6 +192,8 @@ def encode_unsupervised(record: AlignedRecord, template, tokenizer, cutoff_len: 
     response = record.response if len(record.response) == 1 else [{"role": ASSISTANT, "content": ""}]
     input_ids, labels = template.encode_oneturn(tokenizer, record.prompt + response, record.system or None,
                                                 record.tools or None)
+    if hasattr(template, "encode_prompt"):  # a model's own template: the generation prompt exactly as served
+        input_ids = template.encode_prompt(tokenizer, record.prompt, record.system or None, record.tools or None)
     if template.efficient_eos:
         labels = labels + [tokenizer.eos_token_id]
     source_len, target_len = infer_seqlen(len(input_ids), len(labels), cutoff_len)
@@ -288,7 +342,10 @@ def _encode_records(records, kind, template, tokenizer, cutoff_len, options) -> 
                 example = encode_kto(record, records[i - 1], template, tokenizer, cutoff_len)
                 keep = _trained(example["labels"])
         except DataError as err:
-            dropped["invalid: " + str(err).split(":", 1)[-1].strip()[:60]] += 1
+            reason = str(err)
+            if reason.startswith("invalid example") and ": " in reason:
+                reason = reason.split(": ", 1)[1]
+            dropped["invalid: " + reason.strip()[:160]] += 1
             continue
         if keep:
             out.append(example)
@@ -301,12 +358,78 @@ _WORKER: dict = {}
 
 
 def _init_worker(kind, template, tokenizer, cutoff_len, options) -> None:
+    import signal
+
+    # Ctrl-C reaches the whole process group: the parent alone handles it (and ends the workers), so no worker prints
+    # a traceback; SIGTERM (what ending them sends) kills a worker at once, even one blocked writing to its pipe
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _WORKER.update(kind=kind, template=template, tokenizer=tokenizer, cutoff_len=cutoff_len, options=options)
 
 
 def _run_chunk(records: list[AlignedRecord]) -> tuple[list[dict], Counter]:
     w = _WORKER
     return _encode_chunk(records, w["kind"], w["template"], w["tokenizer"], w["cutoff_len"], w["options"])
+
+
+def _map_in_pool(context, workers: int, chunks: list, initargs: tuple) -> list:
+    """``_run_chunk`` over ``chunks`` in ``workers`` processes, in order. Ctrl-C reaches the whole process group, so
+    the workers ignore it (while they start, a handler that only takes note of it) and the parent alone handles it:
+    the first Ctrl-C or SIGTERM ends every worker at once and then propagates; further presses while that happens are
+    swallowed, so the clean-up always completes and no worker outlives the parent. A worker killed from outside (out
+    of memory) is one line."""
+    import signal
+    import threading
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    main = threading.current_thread() is threading.main_thread()
+    stops = (signal.SIGINT, signal.SIGTERM) if main else ()
+    previous = {s: signal.getsignal(s) for s in stops}
+    stopping = []
+
+    def first_only(signum, frame):
+        if stopping:
+            return
+        stopping.append(signum)
+        handler = previous.get(signum)
+        if callable(handler):
+            handler(signum, frame)  # Ctrl-C's KeyboardInterrupt, the CLI's SIGTERM exception
+        raise KeyboardInterrupt
+
+    pending = []
+
+    def defer(signum, frame):  # while the first submit forks the workers: they inherit this harmless handler
+        pending.append(signum)
+
+    others = {p.pid for p in multiprocessing.active_children()}
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=initargs)
+    try:
+        for s in stops:
+            signal.signal(s, defer)
+        futures = [pool.submit(_run_chunk, chunks[0])]
+        for s in stops:
+            signal.signal(s, first_only)
+        if pending:  # pressed while the workers were starting
+            first_only(pending[0], None)
+        futures += [pool.submit(_run_chunk, chunk) for chunk in chunks[1:]]
+        parts = [future.result() for future in futures]
+    except BaseException as err:
+        stopping.append(None)  # a signal during the clean-up is swallowed
+        for process in multiprocessing.active_children():  # the pool's workers, even one blocked on its pipe
+            if process.pid not in others:
+                process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        if isinstance(err, BrokenProcessPool):
+            raise DataError(f"a preprocessing worker was killed from outside (out of memory?) while encoding — "
+                            f"lower preprocessing_num_workers (now {workers}) or free memory") from None
+        raise
+    else:
+        pool.shutdown(wait=True)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return parts
 
 
 def encode_dataset(
@@ -338,6 +461,12 @@ def encode_dataset(
         raise ConfigError(f"template '{template.name}' does not support train_on_prompt (it uses efficient_eos)")
     options = {"train_on_prompt": train_on_prompt, "mask_history": mask_history, "packing": packing,
                    "discard_history_cot": discard_history_cot}
+    if not (kind == "pretrain" and packing):  # packed pre-training uses every token of a text
+        limit = text_bound(tokenizer, cutoff_len)
+        records, n_cut = bound_texts(records, limit)
+        if n_cut:
+            logger.warning("%d record(s) have a message longer than %d characters, more than cutoff_len %d can use: "
+                           "cut to that length before tokenizing", n_cut, limit, cutoff_len)
     size = LF_BATCH_SIZE if kind in ("pretrain", "kto") else max(1, chunk_size)
     chunks = [list(records[i:i + size]) for i in range(0, len(records), size)]
 
@@ -350,10 +479,8 @@ def encode_dataset(
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
         try:
-            with ProcessPoolExecutor(max_workers=min(num_workers, len(chunks)), mp_context=context,
-                                     initializer=_init_worker,
-                                     initargs=(kind, template, tokenizer, cutoff_len, options)) as pool:
-                parts = list(pool.map(_run_chunk, chunks))
+            parts = _map_in_pool(context, min(num_workers, len(chunks)), chunks,
+                                 (kind, template, tokenizer, cutoff_len, options))
         finally:
             if before is None:
                 os.environ.pop("TOKENIZERS_PARALLELISM", None)
@@ -365,4 +492,9 @@ def encode_dataset(
     if result.dropped:
         logger.warning("dropped %d of %d records while encoding (%s)", sum(result.dropped.values()), len(records),
                        ", ".join(f"{reason}: {n}" for reason, n in result.dropped.most_common()))
+    share = reach_share(result, cutoff_len) if not (kind == "pretrain" and packing) else 0.0
+    if share >= TRUNCATION_WARN_SHARE:
+        logger.warning("cutoff_len %d truncates %.0f%% of the examples (%d of %d) — raise cutoff_len or shorten the "
+                       "records; `tunery preview` shows by how much", cutoff_len, 100 * share,
+                       round(share * len(result)), len(result))
     return result

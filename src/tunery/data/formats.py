@@ -9,6 +9,7 @@ order, an odd/even turn count that cannot form prompt + response) are dropped he
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -20,7 +21,7 @@ from .registry import ALPACA_DEFAULTS, COLUMN_FIELDS, OPENAI_TAGS, SHAREGPT_TAGS
 logger = get_logger(__name__)
 
 RANKING_STAGES = ("rm", "dpo", "orpo", "simpo")
-STAGES = ("pt", "sft", "kto", "ppo") + RANKING_STAGES
+STAGES = ("pt", "sft", "kto", "ppo", "grpo") + RANKING_STAGES
 MEDIA_FIELDS = ("images", "videos", "audios")
 
 
@@ -45,17 +46,22 @@ def check_stage(stage: str) -> str:
 
 
 def _text(value: Any, what: str, where: str) -> str:
-    """Message content as a string: None -> "", numbers -> str, OpenAI content parts -> their joined text."""
+    """Message content as a string: None -> "", numbers -> str, OpenAI content parts -> their joined text. NaN (a
+    pandas missing cell, a NaN literal) drops the record instead of training the text "nan"."""
     if isinstance(value, str):
         return value
     if value is None:
         return ""
-    if isinstance(value, (int, float)):
+    if isinstance(value, float) and math.isnan(value):
+        raise _Drop("NaN in a text field", f"{where}: {what} is NaN")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in value):
         return "".join(str(p.get("text", "")) for p in value)
+    kind = {bool: "a bool", list: "a list", dict: "an object"}.get(type(value), f"a {type(value).__name__}")
     raise DataError(
-        f"{where}: {what} must be text, got {type(value).__name__} {json.dumps(value, ensure_ascii=False)[:60]}"
+        f"{where}: {what} is {kind} ({json.dumps(value, ensure_ascii=False, default=str)[:60]}), expected text — "
+        "fix the record or the column mapping in dataset_info.json"
     )
 
 
@@ -116,12 +122,8 @@ def _alpaca(row: dict, spec: DatasetSpec, where: str):
         and isinstance(row.get(col["rejected"] or ""), str)
     ):
         response = [_msg(ASSISTANT, row[col["chosen"]]), _msg(ASSISTANT, row[col["rejected"]])]
-    elif (
-        col["response"]
-        and isinstance(row.get(col["response"]), (str, int, float))
-        and not isinstance(row.get(col["response"]), bool)
-    ):
-        response = [_msg(ASSISTANT, _text(row[col["response"]], "response", where))]
+    elif col["response"] and row.get(col["response"]) is not None:  # not text: _text says what it is instead
+        response = [_msg(ASSISTANT, _text(row[col["response"]], f"column '{col['response']}'", where))]
     system = _text(row.get(col["system"]), f"column '{col['system']}'", where) if col["system"] else ""
     tools = _tools(row.get(col["tools"])) if col["tools"] else ""
     return prompt, response, system, tools, kto_tag
@@ -385,6 +387,16 @@ def _check_columns(rows: list[dict], spec: DatasetSpec, stage: str, indices: lis
 # --------------------------------------------------------------------------------------------------------------------
 # public entry
 
+PROMPT_FIELDS = ("prompt", "query", "history", "messages", "system", "tools") + MEDIA_FIELDS
+
+
+def passthrough_columns(row: dict, spec: DatasetSpec) -> dict:
+    """The columns of a row that do not make up the prompt (a reference answer, a label, test cases, ...): grpo hands
+    them to the reward functions as keyword arguments, as TRL does."""
+    used = {spec.columns.get(k) for k in PROMPT_FIELDS} - {None}
+    return {k: v for k, v in row.items() if k not in used}
+
+
 
 def _fit_stage(prompt, response, kto_tag, stage: str, where: str):
     """Apply the checks LLaMA-Factory's per-stage processors make; return the (prompt, response) to keep."""
@@ -404,9 +416,20 @@ def _fit_stage(prompt, response, kto_tag, stage: str, where: str):
             raise _Drop("kto_tag is not true/false", f"{where}: kto_tag must be true or false")
         if len(response) != 1:
             raise _Drop("no response", f"{where}: no response text")
-    if stage == "ppo" and len(response) > 1:
+    if stage in ("ppo", "grpo") and len(response) > 1:
         response = []
     return prompt, response
+
+
+def _refuse_media(spec: DatasetSpec, extra: dict, where: str) -> None:
+    """Tunery trains text-only models: the record's images/videos/audios would be ignored while its <image>-style
+    markers were trained as plain text."""
+    key = next(iter(extra))
+    raise DataError(
+        f"{where} has {key} (column '{spec.columns[key]}'), but Tunery trains text-only models: the {key} would be "
+        f"ignored and <{key[:-1]}> markers trained as text — this needs multimodal support (LLaMA-Factory's "
+        f"mm_plugin); remove the {key} column mapping in {spec.where()} only if the text stands on its own"
+    )
 
 
 def to_aligned(
@@ -446,6 +469,10 @@ def to_aligned(
             first_detail.setdefault(drop.reason, drop.detail.replace(where, source, 1))
             continue
         extra = {k: row[c] for k, c in media if row.get(c) not in (None, [], "")}
+        if extra:
+            _refuse_media(spec, extra, where)
+        if stage == "grpo":
+            extra["columns"] = passthrough_columns(row, spec)
         out.append(AlignedRecord(prompt, response, system or "", tools or "", kto_tag, source, extra))
 
     for reason, count in counts.items():

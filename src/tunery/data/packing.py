@@ -123,10 +123,14 @@ def pack_examples(examples: Sequence[dict], cutoff_len: int, batch_size: int = 1
 
 def packing_summary(num_examples: int, rows: Sequence[dict], cutoff_len: int) -> dict:
     """Counts for logs and ``tunery preview``: examples, rows, mean examples per row and how full the rows are."""
-    tokens = sum(len(r["input_ids"]) for r in rows)
+    return summary_from_counts(num_examples, len(rows), sum(len(r["input_ids"]) for r in rows), cutoff_len)
+
+
+def summary_from_counts(num_examples: int, sequences: int, tokens: int, cutoff_len: int) -> dict:
+    """:func:`packing_summary` from the counts alone (rows packed into Arrow batch by batch)."""
     return {
         "examples": num_examples,
-        "sequences": len(rows),
-        "examples_per_sequence": round(num_examples / len(rows), 2) if rows else 0.0,
-        "fill": round(tokens / (len(rows) * packed_cutoff(cutoff_len)), 4) if rows else 0.0,
+        "sequences": sequences,
+        "examples_per_sequence": round(num_examples / sequences, 2) if sequences else 0.0,
+        "fill": round(tokens / (sequences * packed_cutoff(cutoff_len)), 4) if sequences else 0.0,
     }

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from itertools import islice
 from typing import TextIO
 
 from .records import IGNORE_INDEX
@@ -107,7 +108,7 @@ def _show_record(out: _Out, cfg, index: int, total: int, record, template, token
             out.parts(segments(tokenizer, ids, labels))
         return
     ids, labels = example["input_ids"], example["labels"]
-    if cfg.stage in ("ppo", "predict") or len(labels) != len(ids):  # prompt only; labels hold the reference answer
+    if cfg.stage in ("ppo", "grpo", "predict") or len(labels) != len(ids):  # prompt only; labels hold the reference answer
         out.line(f"{head} · prompt {len(ids)} tokens ──", style="bold")
         out.parts([(tokenizer.decode(ids, skip_special_tokens=False), False)])
         out.line("reference answer: " + tokenizer.decode(labels, skip_special_tokens=False))
@@ -219,13 +220,13 @@ def preview(cfg, stream: TextIO | None = None, color: bool | None = None) -> dic
     summary = build_summary(cfg, loaded, prepared, template, tokenizer)
     num = max(0, int(cfg.preview_num))
     if cfg.preview_format == "json":
-        for i, item in enumerate(prepared.train[:num]):
+        for i, item in enumerate(islice(prepared.train, num)):
             print(json.dumps({"index": i, **item}, ensure_ascii=False), file=stream)
         print(json.dumps({"summary": summary}, ensure_ascii=False), file=stream)
         return summary
     out = _Out(stream, color)
     if cfg.stage == "pt":
-        for i, example in enumerate(prepared.train[:num]):
+        for i, example in enumerate(islice(prepared.train, num)):
             _show_block(out, i, len(prepared.train), example, tokenizer)
     else:
         for i, record in enumerate(loaded.train[:num]):

@@ -153,9 +153,17 @@ def load_registry(dataset_dir: str) -> dict[str, dict]:
             f"no {DATA_CONFIG} in dataset_dir '{dataset_dir}' — set dataset_dir to the folder holding it "
             f"(LLaMA-Factory's data/ folder), or create {path} with an entry per dataset"
         )
+    from ..utils.strict_json import DuplicateKey, loads_unique
+
     try:
         with open(path, encoding="utf-8") as f:
-            info = json.load(f)
+            info = loads_unique(f.read())
+    except DuplicateKey as err:
+        at = f":{err.line}" if err.line else ""
+        what = (f"dataset '{err.key}' is defined twice" if err.top_level else
+                f"key '{err.key}' is given twice in one entry")
+        raise DataError(f"{path}{at}: {what} — rename or remove one (JSON would silently keep only the last)") \
+            from None
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}:{err.colno}: invalid JSON ({err.msg}) — fix the file") from None
     except (OSError, UnicodeDecodeError) as err:

@@ -9,6 +9,7 @@ second instead of minutes of retries.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import socket
@@ -155,6 +156,185 @@ def _read_arrow(path: str, name: str) -> list[dict]:
     raise DataError(f"dataset {name}: cannot read arrow file {path}: {errors[-1]}")
 
 
+# ---------------------------------------------------------------- streaming reads (chunks of rows)
+BLOCK_CHARS = 1 << 22
+
+
+def _iter_json_array(fh, path: str, name: str, chunk: int):
+    """Objects of a top-level JSON array, decoded block by block (the file is never read whole). Anything unusual
+    (a syntax error, a non-object record) is left to the whole-file reader, which names file:line:column."""
+    decoder = json.JSONDecoder()
+    buf, pos, eof, rows = "", 0, False, []
+    buf = fh.read(BLOCK_CHARS)
+    pos = buf.index("[") + 1
+    while True:
+        while pos < len(buf) and buf[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(buf) or (not eof and len(buf) - pos < BLOCK_CHARS // 4):
+            more = "" if eof else fh.read(BLOCK_CHARS)
+            eof = eof or not more
+            if more:
+                buf, pos = buf[pos:] + more, 0
+                continue
+        if pos < len(buf) and buf[pos] == "]":
+            break
+        try:
+            obj, end = decoder.raw_decode(buf, pos)
+        except json.JSONDecodeError:
+            if eof:
+                raise _Unusual() from None
+            more = fh.read(BLOCK_CHARS)
+            eof = not more
+            buf, pos = buf[pos:] + more, 0
+            continue
+        if not isinstance(obj, dict):
+            raise _Unusual()
+        rows.append(obj)
+        pos = end
+        if len(rows) >= chunk:
+            yield rows
+            rows = []
+    if rows:
+        yield rows
+
+
+class _Unusual(Exception):
+    """The streaming JSON reader met something only the whole-file reader reports well."""
+
+
+def _iter_json(path: str, name: str, chunk: int):
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            head = fh.read(4096)
+            if not head.strip():
+                return
+            fh.seek(0)
+            if head.lstrip()[0] == "[":
+                yield from _iter_json_array(fh, path, name, chunk)
+                return
+            decoder, rows = json.JSONDecoder(), []
+            for lineno, line in enumerate(fh, start=1):
+                text = line.strip()
+                if not text:
+                    continue
+                try:
+                    obj, end = decoder.raw_decode(text)
+                except json.JSONDecodeError:
+                    raise _Unusual() from None
+                if text[end:].strip() or not isinstance(obj, dict):
+                    raise _Unusual()
+                rows.append(obj)
+                if len(rows) >= chunk:
+                    yield rows
+                    rows = []
+            if rows:
+                yield rows
+    except _Unusual:
+        _read_json(path, name)  # raises the error with file:line:column
+        raise DataError(f"dataset {name}: {path}: invalid JSON — fix the file") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"dataset {name}: {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def _iter_csv(path: str, name: str, chunk: int):
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            rows = []
+            for row in reader:
+                if None in row:
+                    raise DataError(
+                        f"dataset {name}: {path}:{reader.line_num}: the row has more cells than the header has "
+                        "columns — quote cells that contain commas"
+                    )
+                rows.append(dict(row))
+                if len(rows) >= chunk:
+                    yield rows
+                    rows = []
+            if rows:
+                yield rows
+    except csv.Error as err:
+        raise DataError(f"dataset {name}: {path}: invalid CSV ({err})") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"dataset {name}: {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def _iter_parquet(path: str, name: str, chunk: int):
+    import pyarrow.parquet as pq
+
+    try:
+        for batch in pq.ParquetFile(path, memory_map=True).iter_batches(batch_size=chunk):
+            yield batch.to_pylist()
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types for broken files
+        raise DataError(f"dataset {name}: cannot read parquet file {path}: {err}") from None
+
+
+def _iter_arrow(path: str, name: str, chunk: int):
+    import pyarrow as pa
+
+    errors = []
+    for opener in (pa.ipc.open_stream, pa.ipc.open_file):  # datasets writes the stream format
+        try:
+            with pa.memory_map(path) as source:
+                reader = opener(source)
+                batches = iter(reader) if opener is pa.ipc.open_stream else (
+                    reader.get_batch(i) for i in range(reader.num_record_batches))
+                for batch in batches:
+                    for start in range(0, batch.num_rows, chunk):
+                        yield batch.slice(start, chunk).to_pylist()
+                return
+        except DataError:
+            raise
+        except Exception as err:  # noqa: PERF203
+            errors.append(str(err))
+    raise DataError(f"dataset {name}: cannot read arrow file {path}: {errors[-1]}")
+
+
+def _iter_text(path: str, name: str, chunk: int):
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                rows.append({"text": line.rstrip("\n").rstrip("\r")})
+                if len(rows) >= chunk:
+                    yield rows
+                    rows = []
+    except UnicodeDecodeError as err:
+        raise DataError(f"dataset {name}: {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if rows:
+        yield rows
+
+
+_STREAMERS = {"json": _iter_json, "csv": _iter_csv, "text": _iter_text, "parquet": _iter_parquet,
+              "arrow": _iter_arrow}
+
+
+def iter_row_chunks(spec: DatasetSpec, chunk: int = 10_000):
+    """The dataset's raw rows in chunks of up to ``chunk`` rows, read as a stream (JSON arrays and lines, CSV and
+    text line by line or block by block; Parquet and Arrow memory-mapped, batch by batch); hub datasets in one go.
+    Errors are those of :func:`read_rows` (file:line for malformed lines)."""
+    if spec.load_from != "file":
+        rows = read_rows(spec)
+        for start in range(0, len(rows), chunk):
+            yield rows[start:start + chunk]
+        return
+    files = data_files(spec)
+    any_rows = False
+    for path in files:
+        kind = _file_type(path)
+        if kind is None:
+            read_file(path, spec.name)  # raises the unsupported-type error
+        try:
+            for rows in _STREAMERS[kind](path, spec.name, chunk):
+                any_rows = True
+                yield rows
+        except OSError as err:
+            raise DataError(f"dataset {spec.name}: cannot read {path}: {err.strerror or err}") from None
+    if not any_rows:
+        shown = files[0] if len(files) == 1 else spec.path
+        raise DataError(f"dataset {spec.name}: {shown} holds no records — fill it or remove the dataset")
+
+
 _READERS = {"json": _read_json, "csv": _read_csv, "text": _read_text, "parquet": _read_parquet, "arrow": _read_arrow}
 
 
@@ -198,6 +378,16 @@ def data_files(spec: DatasetSpec) -> list[str]:
                 "a folder dataset must hold files of one type"
             )
         return files
+    if os.path.islink(path):
+        try:
+            os.stat(path)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise DataError(f"dataset {spec.name}: {path} is a symlink loop ({_where(spec)}: the link leads, "
+                                "directly or through other links, back to itself) — point it at the real file") \
+                    from None
+        raise DataError(f"dataset {spec.name}: {path} is a broken symlink to '{os.readlink(path)}' "
+                        f"({_where(spec)}) — point it at an existing file or fix file_name")
     raise DataError(
         f"dataset {spec.name}: {path} not found ({_where(spec)}) — put the file in dataset_dir "
         f"'{spec.dataset_dir or os.getcwd()}' or fix file_name"

@@ -81,8 +81,11 @@ def _record_lengths(record, stage: str, template, tokenizer, cutoff_len: int, op
 def length_stats(records, stage: str, template, tokenizer, cutoff_len: int, train_on_prompt: bool = False,
                  mask_history: bool = False, packing: bool = True) -> LengthStats:
     """Untruncated prompt/response lengths and truncation of every record (``cutoff_len`` as the encoder uses it)."""
+    from .encode import STAGE_ENCODERS, bound_texts, text_bound
     from .templates.template import token_cache
 
+    if not (STAGE_ENCODERS.get(stage) == "pretrain" and packing):  # the encoder's own cut of huge texts
+        records, _ = bound_texts(records, text_bound(tokenizer, cutoff_len))
     options = {"train_on_prompt": train_on_prompt, "mask_history": mask_history, "packing": packing}
     stats = LengthStats()
     with token_cache(tokenizer):

@@ -8,12 +8,14 @@ Modelfile. `export_hub_model_id` then uploads the folder.
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
 import shutil
 
 from tunery.errors import TuneryError
+from tunery.export import target as T
 from tunery.utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -37,27 +39,19 @@ def _target_dtype(cfg):
     return torch.float32
 
 
-def _clear_previous(export_dir: str) -> None:
-    """Remove weights of an earlier export, so a run with fewer shards leaves no stale ones behind."""
-    for pattern in ("model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
-                    "pytorch_model.bin.index.json"):
-        for path in glob.glob(os.path.join(export_dir, pattern)):
-            os.remove(path)
-
-
 def run_export(cfg) -> str:
     """Merge, save and (optionally) upload; returns the export folder."""
     import torch
 
-    from tunery.data.template_select import resolve_template, sync_chat_template
-    from tunery.export.modelfile import ollama_modelfile
+    from tunery.data.template_select import resolve_template
     from tunery.model.adapters import load_adapters
     from tunery.model.load import load_model, load_tokenizer
 
     if cfg.quantization_bit is not None:
         raise TuneryError("cannot merge adapters into a quantized model — drop quantization_bit: export loads the base "
                           "model in full precision")
-    export_dir = os.path.expanduser(cfg.export_dir)
+    needed = int(T.weights_bytes(cfg.model_name_or_path) * _size_ratio(cfg) * 1.05) + 2**24
+    final_dir = T.check_export_target(cfg.export_dir, cfg.export_overwrite, needed)  # before the model loads
     tokenizer = load_tokenizer(cfg)
     template = resolve_template(cfg, tokenizer)
     model = load_model(cfg, tokenizer)
@@ -74,8 +68,64 @@ def run_export(cfg) -> str:
             setattr(model.generation_config, key, None)
     model.config.use_cache = True
 
-    os.makedirs(export_dir, exist_ok=True)
-    _clear_previous(export_dir)
+    export_dir = T.begin(final_dir)
+    try:
+        _write(cfg, model, tokenizer, template, export_dir)
+    except BaseException as err:
+        T.abandon(export_dir)
+        why = _write_problem(err)
+        if why is None:
+            raise
+        raise TuneryError(f"export_dir '{cfg.export_dir}': {why} and export again; an earlier export there is "
+                          "untouched") from None
+    T.finish(export_dir, final_dir)
+    kind = "pytorch_model*.bin" if cfg.export_legacy_format else "model*.safetensors"
+    shards = glob.glob(os.path.join(final_dir, kind))
+    print(f"exported to {final_dir}: {len(shards)} {kind.split('.')[-1]} shard(s) in "
+          f"{str(dtype).replace('torch.', '')}, "
+          "tokenizer, chat template, generation_config.json and an Ollama Modelfile", flush=True)
+    if cfg.export_hub_model_id:
+        push_to_hub(final_dir, cfg.export_hub_model_id, cfg.hf_hub_token)
+    return final_dir
+
+
+def _write_problem(err: BaseException) -> str | None:
+    """What went wrong writing the export, for one line (None: not a write error — it propagates)."""
+    import re
+
+    code = err.errno if isinstance(err, OSError) else None
+    if code is None and type(err).__name__ == "SafetensorError":  # safetensors' Rust I/O errors: "... (os error N)"
+        found = re.search(r"os error (\d+)", str(err))
+        code = int(found.group(1)) if found else None
+    if code is None:
+        return None
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full — free some space"
+    return f"cannot write there ({os.strerror(code)}) — fix that"
+
+
+def _size_ratio(cfg) -> float:
+    """Bytes per weight of the export over bytes per weight of the checkpoint (1 when unknown)."""
+    sizes = {"float16": 2, "bfloat16": 2, "float32": 4}
+    config_file = os.path.join(os.path.expanduser(cfg.model_name_or_path), "config.json")
+    saved = None
+    if os.path.isfile(config_file):
+        try:
+            with open(config_file, encoding="utf-8") as fh:
+                config = json.load(fh)
+            saved = config.get("dtype") or config.get("torch_dtype")
+        except (OSError, ValueError):
+            saved = None
+    if cfg.infer_dtype in sizes and saved in sizes:
+        return sizes[cfg.infer_dtype] / sizes[saved]
+    return 1.0
+
+
+def _write(cfg, model, tokenizer, template, export_dir: str) -> None:
+    """Every file of the export into `export_dir` (the partial folder)."""
+    from tunery.data.template_select import sync_chat_template
+    from tunery.export.modelfile import ollama_modelfile
+
     shard_bytes = max(1, int(cfg.export_size * 10**9))
     if cfg.export_legacy_format:
         _save_legacy(model, export_dir, shard_bytes)
@@ -92,14 +142,6 @@ def run_export(cfg) -> str:
             if os.path.isfile(head):
                 shutil.copy(head, os.path.join(export_dir, VALUE_HEAD_FILE))
                 break
-    kind = "pytorch_model*.bin" if cfg.export_legacy_format else "model*.safetensors"
-    shards = glob.glob(os.path.join(export_dir, kind))
-    print(f"exported to {export_dir}: {len(shards)} {kind.split('.')[-1]} shard(s) in "
-          f"{str(dtype).replace('torch.', '')}, "
-          "tokenizer, chat template, generation_config.json and an Ollama Modelfile", flush=True)
-    if cfg.export_hub_model_id:
-        push_to_hub(export_dir, cfg.export_hub_model_id, cfg.hf_hub_token)
-    return export_dir
 
 
 def _save_legacy(model, export_dir: str, shard_bytes: int) -> None:
@@ -133,7 +175,7 @@ def push_to_hub(folder: str, repo_id: str, token=None) -> None:
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, exist_ok=True, repo_type="model")
-        api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type="model",
+        api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type="model", ignore_patterns=[T.MARKER],
                           commit_message="Upload model exported by Tunery")
     except Exception as err:  # noqa: BLE001 - network, auth and hub errors all end the same way
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -34,29 +34,71 @@ def linear_module_names(model) -> list[str]:
     return sorted(names)
 
 
+def _model_names(value: str | None) -> set[str]:
+    """The names a model is known by, for comparing: as given, its resolved folder, its folder name, and the hub id
+    of a hub cache folder (models--org--name/snapshots/HASH)."""
+    if not value:
+        return set()
+    text = str(value).rstrip("/\\")
+    names = {text, os.path.basename(os.path.normpath(text)).lower()}
+    expanded = os.path.expanduser(text)
+    if os.path.exists(expanded):
+        names.add(os.path.realpath(expanded))
+    cached = re.search(r"models--([^/\\]+?)--([^/\\]+)(?:[/\\]snapshots|$)", text)
+    if cached:
+        names |= {f"{cached.group(1)}/{cached.group(2)}", cached.group(2).lower()}
+    if "/" in text and not os.path.exists(expanded):  # a hub id: org/name
+        names.add(text.split("/")[-1].lower())
+    return names
+
+
+def _same_model(recorded: str, model) -> bool:
+    config = getattr(model, "config", None)
+    loaded = {getattr(config, "_name_or_path", None), getattr(model, "name_or_path", None)}
+    known = set().union(*(_model_names(v) for v in loaded if v))
+    return not known or bool(_model_names(recorded) & known)
+
+
+def _adapter_header(weights: str) -> dict:
+    """{tensor name: shape} of an adapter's safetensors file; a corrupt or truncated file is one line naming it."""
+    import safetensors
+
+    try:
+        with safetensors.safe_open(weights, framework="pt") as fh:
+            return {key: fh.get_slice(key).get_shape() for key in fh.keys()}
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for every kind of damage
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TuneryError(f"{weights}: not a readable safetensors file ({reason}) — the adapter is corrupt or "
+                          "truncated; save or copy it again") from None
+
+
 def _check_adapter_base(model, adapter_path: str) -> None:
-    """An adapter trained on another base fails with both names and a fix instead of a shape traceback."""
+    """An adapter trained on another base: different shapes fail with both names and a fix instead of a shape
+    traceback; the same shapes but another recorded base model is a warning."""
     config_file = os.path.join(adapter_path, "adapter_config.json")
     if not os.path.isfile(config_file):
         return
-    with open(config_file, encoding="utf-8") as fh:
-        base = json.load(fh).get("base_model_name_or_path")
-    import safetensors
-
+    try:
+        with open(config_file, encoding="utf-8") as fh:
+            base = json.load(fh).get("base_model_name_or_path")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise TuneryError(f"{config_file}: not valid JSON ({err}) — the adapter is damaged; save it again") from None
     weights = os.path.join(adapter_path, "adapter_model.safetensors")
     if not os.path.isfile(weights):
         return
     params = dict(model.named_parameters())
-    with safetensors.safe_open(weights, framework="pt") as fh:
-        for key in fh.keys():
-            if "lora_A" not in key:
-                continue
-            target = re.sub(r"^base_model\.model\.", "", key).replace(".lora_A.weight", ".weight")
-            shape = fh.get_slice(key).get_shape()
-            if target in params and params[target].shape[-1] != shape[-1]:
-                raise TuneryError(f"adapter '{adapter_path}' was trained on another base model ({base}): its "
-                                  f"{target} expects input size {shape[-1]}, the loaded model has "
-                                  f"{params[target].shape[-1]} — load it with the model it was trained on")
+    for key, shape in _adapter_header(weights).items():
+        if "lora_A" not in key:
+            continue
+        target = re.sub(r"^base_model\.model\.", "", key).replace(".lora_A.weight", ".weight")
+        if target in params and params[target].shape[-1] != shape[-1]:
+            raise TuneryError(f"adapter '{adapter_path}' was trained on another base model ({base}): its "
+                              f"{target} expects input size {shape[-1]}, the loaded model has "
+                              f"{params[target].shape[-1]} — load it with the model it was trained on")
+    if base and not _same_model(base, model):
+        loaded = getattr(getattr(model, "config", None), "_name_or_path", None)
+        logger.warning("adapter '%s' was trained on '%s', but the model loaded is '%s' — check model_name_or_path "
+                       "(the shapes match, so it loads, but the answers may be nonsense)", adapter_path, base, loaded)
 
 
 def load_adapters(model, cfg, is_trainable: bool):
@@ -72,14 +114,26 @@ def load_adapters(model, cfg, is_trainable: bool):
     to_merge, to_resume = (adapters[:-1], adapters[-1]) if resume else (adapters, None)
     for path in to_merge:
         _check_adapter_base(model, path)
-        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        model = _peft_load(PeftModel, model, path).merge_and_unload()
     if to_merge:
         logger.info("merged %d adapter(s): %s", len(to_merge), ", ".join(to_merge))
     if to_resume:
         _check_adapter_base(model, to_resume)
-        model = PeftModel.from_pretrained(model, to_resume, is_trainable=True)
+        model = _peft_load(PeftModel, model, to_resume, is_trainable=True)
         logger.info("continuing training of adapter %s", to_resume)
     return model
+
+
+def _peft_load(peft_class, model, path: str, **kwargs):
+    """PeftModel.from_pretrained; an adapter_model.bin that weights_only loading refuses is one line naming it."""
+    import pickle
+
+    try:
+        return peft_class.from_pretrained(model, path, **kwargs)
+    except pickle.UnpicklingError:
+        from tunery.utils.safe_load import refused_file, unsafe_file
+
+        raise unsafe_file(path) or refused_file(path) from None
 
 
 def adapter_targets(model, cfg, option: str) -> list[str]:
@@ -193,9 +247,18 @@ def setup_freeze(model, cfg):
 
 def prepare_for_training(model, cfg):
     """Attach the fine-tuning method; return the model ready for the Trainer."""
-    if not cfg.disable_gradient_checkpointing and cfg.gradient_checkpointing:
+    asked = cfg.values.get("activation_checkpointing") or cfg.values.get("gradient_checkpointing")
+    if not cfg.disable_gradient_checkpointing and asked:
+        kwargs = (cfg.values.get("activation_checkpointing_kwargs") or cfg.values.get("gradient_checkpointing_kwargs")
+                  or {})
         reentrant = bool(getattr(cfg, "use_reentrant_gc", False))
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+        kwargs = {"use_reentrant": reentrant, **(kwargs if isinstance(kwargs, dict) else {})}
+        reentrant = kwargs["use_reentrant"]
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x's name (the old one warns)
+            extra = {k: kwargs.pop(k) for k in ("every_n_layers", "offload") if k in kwargs}
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, **extra)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         model.config.use_cache = False
         if cfg.finetuning_type in ("lora", "oft") or reentrant:
             model.enable_input_require_grads()  # reentrant checkpoints need an input that requires grad

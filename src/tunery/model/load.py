@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Any
 
 from tunery.errors import TuneryError
@@ -32,12 +33,13 @@ def _load_error(what: str, path: str, err: Exception) -> TuneryError:
 def load_tokenizer(cfg):
     from transformers import AutoTokenizer
 
+    from tunery.model.tokenizer_file import as_saved
+
     path = os.path.expanduser(cfg.model_name_or_path)
+    kwargs = {"split_special_tokens": cfg.split_special_tokens, "padding_side": "right"}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            path, use_fast=cfg.use_fast_tokenizer, split_special_tokens=cfg.split_special_tokens,
-            padding_side="right", **_hub_kwargs(cfg)
-        )
+        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=cfg.use_fast_tokenizer, **kwargs, **_hub_kwargs(cfg))
+        tokenizer = as_saved(tokenizer, path, kwargs, _hub_kwargs(cfg))  # tokenizer.json is what tokenizes
     except (OSError, ValueError) as err:
         raise _load_error("tokenizer", cfg.model_name_or_path, err) from None
     if cfg.model_max_length:
@@ -142,6 +144,10 @@ def load_model(cfg, tokenizer, path: str | None = None, model_class=None, what: 
             model = model_class.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
         raise _load_error(what, path, err) from None
+    except pickle.UnpicklingError:  # transformers loads .bin weights with weights_only=True and refused one
+        from tunery.utils.safe_load import refused_file, unsafe_file
+
+        raise unsafe_file(path) or refused_file(path) from None
     if cfg.enable_liger_kernel:
         _apply_liger(model)
     vocab = len(tokenizer)

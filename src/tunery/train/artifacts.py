@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import tempfile
+from contextlib import contextmanager
 
+from tunery.runs.card import CARD_FILE, SUMMARY_FILE
 from tunery.train.checkpoints import (
     check_resume_point,
     last_checkpoint,
@@ -13,34 +17,43 @@ from tunery.train.checkpoints import (
     remove_incomplete,
     step_of,
 )
-from tunery.train.plots import LOG_FILE, plot_all
+from tunery.errors import TuneryError
+from tunery.train.plots import COMPLETIONS_FILE, LOG_FILE, plot_all
 from tunery.utils.logging import get_logger
 
 logger = get_logger(__name__)
 
 # Files a previous run wrote, removed (with checkpoint-N folders) only when overwrite_output_dir is set.
-RUN_FILES = (LOG_FILE, "train_results.json", "eval_results.json", "all_results.json", "trainer_state.json",
-             "predict_results.json", "generated_predictions.jsonl", "adapter_config.json",
+RUN_FILES = (LOG_FILE, COMPLETIONS_FILE, "train_results.json", "eval_results.json", "all_results.json",
+             "trainer_state.json", "predict_results.json", "generated_predictions.jsonl", "adapter_config.json",
              "adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "config.json",
-             "generation_config.json", "value_head.safetensors", "training_args.bin")
+             "generation_config.json", "value_head.safetensors", "training_args.bin", CARD_FILE, SUMMARY_FILE)
 
 
 def training_arguments(cfg):
     """transformers Seq2SeqTrainingArguments from the options the user set, plus what Tunery needs."""
     from transformers import Seq2SeqTrainingArguments
 
-    from tunery.utils.device import cuda_available
+    from tunery.utils.device import accelerator_available, cuda_available
 
     kwargs = cfg.hf_training_kwargs()
     kwargs["output_dir"] = cfg.output_dir
     kwargs["remove_unused_columns"] = False
-    kwargs["gradient_checkpointing"] = False  # enabled on the model by prepare_for_training when asked
+    # Checkpointing is enabled on the model by prepare_for_training when asked (either name), not by the Trainer.
+    for name in ("gradient_checkpointing", "gradient_checkpointing_kwargs", "activation_checkpointing",
+                 "activation_checkpointing_kwargs"):
+        kwargs.pop(name, None)
+    os.environ.update(cfg.env)  # e.g. TENSORBOARD_LOGGING_DIR from logging_dir (hf_compat)
     kwargs.setdefault("include_num_input_tokens_seen", "non_padding")  # tokens/s in trainer_log.jsonl
     kwargs.setdefault("dataloader_pin_memory", cuda_available())
     if kwargs.get("report_to") in (None, [], ["none"]):
         kwargs["report_to"] = "none"
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         kwargs.setdefault("ddp_find_unused_parameters", False)  # every trainable weight gets a gradient
+        if not accelerator_available():
+            # accelerate (>= 1.13) makes a torchrun run data parallel on CPU (MULTI_CPU, gloo) only when asked to use
+            # the CPU; without it each rank trains alone on all the data and believes it is the main process.
+            kwargs["use_cpu"] = True  # (use_cpu: false has no other meaning here)
     if cfg.pure_bf16:
         kwargs["bf16"] = False  # the weights are bf16 already; no autocast on top
     return Seq2SeqTrainingArguments(**kwargs)
@@ -54,10 +67,58 @@ def _clear_run(out: str) -> None:
             os.remove(os.path.join(out, name))
 
 
+def check_writable(folder: str, option: str = "output_dir") -> None:
+    """Create ``folder`` if needed and write (then remove) a probe file in it: a folder Tunery cannot write into, or
+    a full disk, is one line before the model loads instead of a traceback after it."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".tunery-write-check-"):
+            pass
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise TuneryError(f"{option} '{folder}': no space left on its disk — free space there or choose another "
+                              f"{option}") from None
+        raise TuneryError(f"{option} '{folder}' is not writable ({err.strerror or err}) — choose a folder you can "
+                          f"write to, or fix its permissions") from None
+
+
+_DISK_FULL = ("No space left on device", "os error 28", "Disk quota exceeded", "file write failed")
+
+
+def _disk_full(err: BaseException) -> bool:
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(err) for text in _DISK_FULL):  # safetensors and torch.save word it their own way
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+@contextmanager
+def disk_full_is_one_line(output_dir: str):
+    """A save that runs out of disk becomes one line naming the folder; the checkpoint it was writing is incomplete
+    and is never resumed from (train/checkpoints.py), so rerunning resumes from the last complete one."""
+    try:
+        yield
+    except Exception as err:
+        if not _disk_full(err):
+            raise
+        folder = os.path.dirname(getattr(err, "filename", None) or "") or output_dir
+        resume = last_checkpoint(output_dir)
+        then = (f"resumes from {os.path.basename(resume)}, the last complete checkpoint" if resume else
+                "starts the training again (no checkpoint was complete yet)")
+        raise TuneryError(f"no space left on the disk holding {folder} while saving — free space there (df -h "
+                          f"{folder}), then rerun the same command: it {then}") from None
+
+
 def prepare_output_dir(cfg, is_main: bool = True) -> str | None:
     """Clear the previous run's outputs when asked (or when a run crashed before its first checkpoint); return the
-    checkpoint to resume from (or None). Only the main process deletes anything."""
+    checkpoint to resume from (or None). Only the main process deletes anything. A folder that cannot be written is
+    refused here, before the model loads."""
     out = cfg.output_dir
+    if is_main:
+        check_writable(out)
     if cfg.resume_from_checkpoint:
         check_resume_point(cfg.resume_from_checkpoint, cfg)
         return cfg.resume_from_checkpoint

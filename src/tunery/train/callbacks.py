@@ -89,24 +89,35 @@ class LogCallback(TrainerCallback):
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+# signal -> (what the one line says, exit code): Ctrl-C and SIGTERM (a scheduler, `kill`, `docker stop`) both save
+_STOPS = {signal.SIGINT: ("interrupted", 130), signal.SIGTERM: ("stopped by SIGTERM", 143)}
+
+
 class InterruptCallback(TrainerCallback):
-    """Ctrl-C (SIGINT) finishes the current step, saves a checkpoint and stops training; a second Ctrl-C stops at
-    once. With several processes, all of them stop at the same step (the request is shared every step)."""
+    """Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves a checkpoint and stops training; a second signal
+    stops at once. With several processes, all of them stop at the same step (the request is shared every step)."""
 
     def __init__(self):
         self.requested = False
+        self.signum: int | None = None
         self.stopped_at: int | None = None
-        self._previous = None
+        self._previous: dict = {}
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
-        logger.warning("interrupt: saving a checkpoint after this step (press Ctrl-C again to stop at once)")
+        self.requested, self.signum = True, signum
+        again = "press Ctrl-C again" if signum == signal.SIGINT else "send SIGTERM again"
+        logger.warning("%s: saving a checkpoint after this step (%s to stop at once)", signal.Signals(signum).name,
+                       again)
+
+    def stop_reason(self) -> tuple[str, int]:
+        return _STOPS.get(self.signum, _STOPS[signal.SIGINT])
 
     def on_train_begin(self, args, state, control, **kwargs):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in _STOPS:
+                self._previous[signum] = signal.signal(signum, self._handle)
 
     def _agreed(self, args) -> bool:
         import torch.distributed as dist
@@ -129,7 +140,8 @@ class InterruptCallback(TrainerCallback):
         self.restore()
 
     def restore(self) -> None:
-        """Put the previous SIGINT handler back (also when training ended with an exception)."""
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        """Put the previous signal handlers back (also when training ended with an exception)."""
+        for signum, previous in self._previous.items():
+            if previous is not None:
+                signal.signal(signum, previous)
+        self._previous = {}

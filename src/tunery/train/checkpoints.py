@@ -24,7 +24,7 @@ ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
 # What a run leaves before its first complete checkpoint: a rerun may start over in such a folder.
-_LEFTOVERS = ("trainer_log.jsonl", "runs")
+_LEFTOVERS = ("trainer_log.jsonl", "completions.jsonl", "runs", "run_card.json", "RUN.md")
 
 
 def step_of(path: str) -> int | None:
@@ -199,3 +199,4 @@ def check_fits_model(path: str, model) -> None:
         if own[key] != shape:
             raise TuneryError(f"checkpoint '{path}' does not fit the model being trained: {key} is {list(shape)} "
                               f"there and {list(own[key])} here (another model or lora_rank) — {fix}")
+

@@ -59,3 +59,34 @@ class KtoCollator:
         out.update({"kl_" + k: v for k, v in _batch(features, "kl_", self.pad_id, self.multiple_of).items()})
         out["kto_tags"] = torch.tensor([bool(f["kto_tags"]) for f in features])
         return out
+
+
+def _completion_mask(batch: dict[str, torch.Tensor], prefix: str = "") -> None:
+    """TRL's trainers mark the trained tokens with a completion mask (and rebuild the labels from it): here the tokens
+    Tunery's encoder labelled, so the encoding stays the truth."""
+    batch[prefix + "completion_mask"] = (batch.pop(prefix + "labels") != IGNORE_INDEX).long()
+
+
+@dataclass
+class TrlPairwiseCollator(PairwiseCollator):
+    """dpo on TRL's DPOTrainer: the 2·B sequences of PairwiseCollator with a completion_mask instead of labels."""
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = super().__call__(features)
+        _completion_mask(batch)
+        return batch
+
+
+@dataclass
+class TrlKtoCollator(KtoCollator):
+    """kto on TRL's KTOTrainer: input_ids/attention_mask/completion_mask, the KL pairs LLaMA-Factory's way (each
+    prompt with the previous example's answer, paired by the encoder) as KL_*, and the desirability as ``label``."""
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = super().__call__(features)
+        out = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": batch["labels"],
+               "KL_input_ids": batch["kl_input_ids"], "KL_attention_mask": batch["kl_attention_mask"],
+               "KL_labels": batch["kl_labels"], "label": batch["kto_tags"]}
+        _completion_mask(out)
+        _completion_mask(out, "KL_")
+        return out

@@ -1,76 +1,52 @@
-"""Kahneman-Tversky optimisation on single answers labelled desirable or not (``kto_tag``), against a frozen
-reference; the KL reference point comes from each prompt paired with another example's answer (``kl_*``)."""
+"""Kahneman-Tversky optimisation on single answers labelled desirable or not (``kto_tag``), on TRL's KTOTrainer,
+against a frozen reference; the KL reference point comes from each prompt paired with another example's answer,
+paired by Tunery's encoder as LLaMA-Factory does (the previous example's answer in its chunk of records).
+``pref_ftx`` adds an SFT loss on the desirable answers."""
 
 from __future__ import annotations
 
-import torch
-from transformers import Trainer
+from trl import KTOConfig, KTOTrainer
 
-from tunery.train.collators import KtoCollator
-from tunery.train.dpo import PreferenceTrainerMixin, forward_logps
-from tunery.train.losses import kto_loss
-from tunery.train.trainer_base import TuneryTrainerMixin
+from tunery.data.records import IGNORE_INDEX
+from tunery.train.collators import TrlKtoCollator
+from tunery.train.losses import sequence_logps
+from tunery.train.trainer_base import TrlPreferenceMixin
 from tunery.train.workflow import Stage, run_stage
 
 
-def _kl_inputs(inputs):
-    return {k[3:]: v for k, v in inputs.items() if k.startswith("kl_")}
+class KtoTrainer(TrlPreferenceMixin, KTOTrainer):
+    def trl_config(self, cfg, args):
+        # TRL pairs each answer with its batch neighbour's for the KL term, so it asks for in-order batches of 2 or
+        # more; the encoder made the pairs already (any order, any batch size), so TRL is told what it checks for and
+        # the run's own sampling and batch size are put back after its __init__.
+        self._wanted = (args.train_sampling_strategy, args.per_device_train_batch_size)
+        return KTOConfig, dict(beta=cfg.pref_beta, desirable_weight=cfg.kto_chosen_weight,
+                               undesirable_weight=cfg.kto_rejected_weight, max_length=None,
+                               train_sampling_strategy="sequential",
+                               per_device_train_batch_size=max(2, args.per_device_train_batch_size))
 
-
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the selected entries; NaN when none is selected (the logging skips it)."""
-    return values[mask].mean() if mask.any() else values.new_tensor(float("nan"))
-
-
-class KtoTrainer(PreferenceTrainerMixin, TuneryTrainerMixin, Trainer):
-    def __init__(self, *args, ref_model=None, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.model_accepts_loss_kwargs = False  # the loss is a mean over examples
-        self.setup_reference(ref_model)
-
-    def kto_step(self, model, inputs):
-        cfg = self.cfg
-        logps, avg_logps, _ = forward_logps(model, inputs, average=False)
-        with torch.no_grad():
-            kl_logps, _, _ = forward_logps(model, _kl_inputs(inputs), average=False)
-            ref, context = self.reference_context(model)
-            with context:
-                ref_logps, _, _ = forward_logps(ref, inputs, average=False)
-                ref_kl_logps, _, _ = forward_logps(ref, _kl_inputs(inputs), average=False)
-        kl = (kl_logps - ref_kl_logps).mean().detach()
-        if self.accelerator.num_processes > 1:
-            kl = self.accelerator.reduce(kl, "mean")
-        kl = kl.clamp(min=0)
-        desirable = inputs["kto_tags"].bool()
-        losses, rewards = kto_loss(logps, ref_logps, kl, desirable, cfg.pref_beta, cfg.kto_chosen_weight,
-                                   cfg.kto_rejected_weight)
-        loss = losses.mean()
-        if cfg.pref_ftx > 0 and desirable.any():
-            loss = loss + cfg.pref_ftx * (-avg_logps[desirable]).mean()
-        metrics = {
-            "kl": kl,
-            "rewards/chosen": _masked_mean(rewards, desirable),
-            "rewards/rejected": _masked_mean(rewards, ~desirable),
-            "logps/chosen": _masked_mean(logps.detach(), desirable),
-            "logps/rejected": _masked_mean(logps.detach(), ~desirable),
-        }
-        return loss, metrics
+        self.args.train_sampling_strategy, self.args.per_device_train_batch_size = self._wanted
+        self._train_batch_size = self.args.train_batch_size
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, metrics = self.kto_step(model, inputs)
-        self.store_metrics(metrics, "train")
-        return (loss, metrics) if return_outputs else loss
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad():
-            loss, metrics = self.kto_step(model, inputs)
-        self.store_metrics(metrics, "eval")
-        return loss.detach(), None, None
+        out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.cfg.pref_ftx > 0 and inputs["label"].any():
+            # Tunery's own (TRL's KTOTrainer has no SFT term): pref_ftx × the desirable answers' mean per-token NLL,
+            # from one more forward pass over them.
+            sft = self.cfg.pref_ftx * desirable_nll(model, inputs)
+            out = (out[0] + sft, out[1]) if return_outputs else out + sft
+        return out
 
 
-def _collator(cfg, tokenizer, multiple_of, model=None):
-    return KtoCollator(tokenizer.pad_token_id, multiple_of)
+def desirable_nll(model, inputs):
+    keep = inputs["label"].bool()
+    labels = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, IGNORE_INDEX)[keep]
+    logits = model(input_ids=inputs["input_ids"][keep], attention_mask=inputs["attention_mask"][keep],
+                   use_cache=False).logits
+    logps, lengths = sequence_logps(logits, labels)
+    return (-logps / lengths.clamp(min=1)).mean()
 
 
 def _reference(cfg, tokenizer) -> dict:
@@ -79,7 +55,8 @@ def _reference(cfg, tokenizer) -> dict:
     return {"ref_model": load_reference_model(cfg, tokenizer)}
 
 
-KTO = Stage(KtoTrainer, _collator, trainer_kwargs=_reference)
+KTO = Stage(KtoTrainer, lambda cfg, tok, multiple_of, model=None: TrlKtoCollator(tok.pad_token_id, multiple_of),
+            trainer_kwargs=_reference)
 
 
 def run_kto(cfg) -> None:

@@ -1,5 +1,6 @@
-"""Preference losses on sequence log-probabilities, as LLaMA-Factory computes them (DPO and its variants from TRL's
-formulas, ORPO and SimPO without a reference model, KTO). Pure functions of tensors: easy to read and to test."""
+"""The preference losses Tunery computes itself, as LLaMA-Factory does: kto_pair, orpo and simpo. TRL 1.x's
+DPOTrainer has none of them (ORPO and CPO/SimPO live in trl.experimental, on trainers that tokenize text themselves);
+sigmoid, hinge, ipo, the other DPO losses and KTO run on TRL's trainers (dpo.py, kto.py). Pure tensor functions."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import torch.nn.functional as F
 
 from tunery.data.records import IGNORE_INDEX
 
-REFERENCE_FREE = ("orpo", "simpo")
-AVERAGED = ("ipo", "orpo", "simpo")  # losses on the per-token average log-probability instead of the sum
+OWN_PREF_LOSSES = ("kto_pair", "orpo", "simpo")
+AVERAGED = ("orpo", "simpo")  # losses on the per-token average log-probability instead of the sum
 
 
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,29 +23,13 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return (token_logps * mask).sum(-1), mask.sum(-1)
 
 
-def dpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
-             loss_type: str, beta: float, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                torch.Tensor]:
-    """Per-example losses and the implicit rewards beta·(logp − ref_logp) of chosen and rejected answers.
-
-    sigmoid: −log σ(β·Δ) (DPO, with conservative label smoothing); hinge: max(0, 1 − β·Δ) (SLiC);
-    ipo: (Δ − 1/(2β))²; kto_pair: the paired KTO loss against the batch's clamped KL estimates.
-    """
-    logits = (chosen - rejected) - (ref_chosen - ref_rejected)
-    if loss_type == "sigmoid":
-        losses = -F.logsigmoid(beta * logits) * (1 - label_smoothing) - F.logsigmoid(-beta * logits) * label_smoothing
-    elif loss_type == "hinge":
-        losses = torch.relu(1 - beta * logits)
-    elif loss_type == "ipo":
-        losses = (logits - 1 / (2 * beta)) ** 2
-    elif loss_type == "kto_pair":
-        chosen_kl = (chosen - ref_chosen).mean().clamp(min=0)
-        rejected_kl = (rejected - ref_rejected).mean().clamp(min=0)
-        losses = torch.cat((1 - torch.sigmoid(beta * ((chosen - ref_chosen) - rejected_kl)),
-                            1 - torch.sigmoid(beta * (chosen_kl - (rejected - ref_rejected)))), 0)
-    else:
-        raise ValueError(f"unknown DPO loss {loss_type}")
-    return losses, beta * (chosen - ref_chosen).detach(), beta * (rejected - ref_rejected).detach()
+def kto_pair_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor,
+                  ref_rejected: torch.Tensor, beta: float) -> torch.Tensor:
+    """The paired KTO loss of TRL 0.8 (LLaMA-Factory's kto_pair) against the batch's clamped KL estimates."""
+    chosen_kl = (chosen - ref_chosen).mean().clamp(min=0)
+    rejected_kl = (rejected - ref_rejected).mean().clamp(min=0)
+    return torch.cat((1 - torch.sigmoid(beta * ((chosen - ref_chosen) - rejected_kl)),
+                      1 - torch.sigmoid(beta * (chosen_kl - (rejected - ref_rejected)))), 0)
 
 
 def orpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor,
@@ -60,14 +45,3 @@ def orpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, beta: float) -> tupl
 def simpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
     """SimPO on average log-probabilities: −log σ(β·(chosen − rejected) − γ)."""
     return -F.logsigmoid(beta * (chosen - rejected - gamma / beta))
-
-
-def kto_loss(logps: torch.Tensor, ref_logps: torch.Tensor, kl: torch.Tensor, desirable: torch.Tensor, beta: float,
-             chosen_weight: float, rejected_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """KTO (Ethayarajh et al. 2024): desirable answers pay 1 − σ(β·(logratio − KL)), undesirable ones
-    1 − σ(β·(KL − logratio)), each weighted. ``kl`` is the clamped, detached reference point.
-    Returns the per-example losses and rewards β·logratio."""
-    logratios = logps - ref_logps
-    losses = torch.where(desirable, chosen_weight * (1 - torch.sigmoid(beta * (logratios - kl))),
-                         rejected_weight * (1 - torch.sigmoid(beta * (kl - logratios))))
-    return losses, beta * logratios.detach()

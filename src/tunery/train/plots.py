@@ -7,6 +7,7 @@ import math
 import os
 
 LOG_FILE = "trainer_log.jsonl"
+COMPLETIONS_FILE = "completions.jsonl"  # stage grpo: sampled completions and their rewards
 
 
 def smooth(values: list[float]) -> list[float]:

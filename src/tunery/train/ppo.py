@@ -206,6 +206,8 @@ class PpoRunner:
         from safetensors.torch import load_file
         from transformers import TrainerState
 
+        from tunery.utils.safe_load import safe_load
+
         if self.cfg.finetuning_type == "lora":
             from peft import set_peft_model_state_dict
 
@@ -213,9 +215,9 @@ class PpoRunner:
         else:
             self.policy.load_state_dict(load_file(os.path.join(path, "model.safetensors")), strict=False)
         self.value_head.load_state_dict(load_file(os.path.join(path, VALUE_HEAD_FILE)))
-        self.optimizer.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), weights_only=False))
-        self.scheduler.load_state_dict(torch.load(os.path.join(path, "scheduler.pt"), weights_only=False))
-        rng = torch.load(os.path.join(path, "rng_state.pth"), weights_only=False)
+        self.optimizer.load_state_dict(safe_load(os.path.join(path, "optimizer.pt")))
+        self.scheduler.load_state_dict(safe_load(os.path.join(path, "scheduler.pt")))
+        rng = safe_load(os.path.join(path, "rng_state.pth"))
         torch.set_rng_state(rng["torch"])
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
@@ -234,7 +236,7 @@ class PpoRunner:
         return strategy == "steps" and self.state.global_step % int(self.args.save_steps) == 0
 
     def train(self, resume: str | None) -> dict[str, float]:
-        from tunery.train.workflow import TrainingInterrupted
+        from tunery.train.workflow import interrupted
 
         if resume:
             self.load_checkpoint(resume)
@@ -257,8 +259,7 @@ class PpoRunner:
                                 ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
                 if self.interrupt.requested:
                     path = self.save_checkpoint()
-                    raise TrainingInterrupted(f"training interrupted at step {state.global_step}: checkpoint saved "
-                                              f"in {path} — rerun the same command to resume")
+                    raise interrupted(self.interrupt, state.global_step, path)
                 if self._should_save():
                     self.save_checkpoint()
         finally:
@@ -278,7 +279,7 @@ def run_ppo(cfg) -> None:
     from tunery.data.template_select import resolve_template, sync_chat_template
     from tunery.model.adapters import prepare_for_training
     from tunery.model.load import load_model, load_tokenizer
-    from tunery.train.artifacts import prepare_output_dir, training_arguments
+    from tunery.train.artifacts import disk_full_is_one_line, prepare_output_dir, training_arguments
     from tunery.train.checkpoints import check_fits_model
     from tunery.train.models import load_reference_model
     from tunery.train.plots import plot_all
@@ -292,9 +293,12 @@ def run_ppo(cfg) -> None:
                           "do_predict)")
     tokenizer = load_tokenizer(cfg)
     template = resolve_template(cfg, tokenizer)
-    prompts = [e["input_ids"] for e in prepare_datasets(cfg, tokenizer, template).train]
+    prompts = prepare_datasets(cfg, tokenizer, template).train["input_ids"]  # a lazy column of the mapped Dataset
     args = training_arguments(cfg)
     resume = prepare_output_dir(cfg)
+    from tunery.runs import card
+
+    card.begin(cfg, resume)
 
     set_seed(cfg.seed)
     policy = prepare_for_training(load_model(cfg, tokenizer), cfg)
@@ -310,16 +314,16 @@ def run_ppo(cfg) -> None:
     scorer = load_scorer(cfg, tokenizer, args.device)
 
     runner = PpoRunner(cfg, args, tokenizer, template, policy, value_head, ref, scorer, prompts)
-    metrics = runner.train(resume)
-
     out = cfg.output_dir
-    runner.save_weights(out)
-    sync_chat_template(tokenizer, template)
-    tokenizer.save_pretrained(out)
-    for name in ("train_results.json", "all_results.json"):
-        with open(os.path.join(out, name), "w", encoding="utf-8") as fh:
-            json.dump(metrics, fh, indent=2)
-    runner.state.save_to_json(os.path.join(out, "trainer_state.json"))
+    with disk_full_is_one_line(out):
+        metrics = runner.train(resume)
+        runner.save_weights(out)
+        sync_chat_template(tokenizer, template)
+        tokenizer.save_pretrained(out)
+        for name in ("train_results.json", "all_results.json"):
+            with open(os.path.join(out, name), "w", encoding="utf-8") as fh:
+                json.dump(metrics, fh, indent=2)
+        runner.state.save_to_json(os.path.join(out, "trainer_state.json"))
     logger.info("train metrics: %s", metrics)
     if cfg.plot_loss:
         for path in plot_all(out):

@@ -47,7 +47,12 @@ def generate(model, tokenizer, prompts: list[list[int]], batch_size: int, kwargs
     return out
 
 
-def run_predict(trainer, cfg, tokenizer, template, examples: list[dict]) -> dict:
+def _column(examples, name: str):
+    """A column of the encoded examples: lazy for a Dataset (read batch by batch), a list for a list of dicts."""
+    return examples[name] if hasattr(examples, "column_names") else [e[name] for e in examples]
+
+
+def run_predict(trainer, cfg, tokenizer, template, examples) -> dict:
     """Generate on the main process, write the predictions and the scores; returns the metrics."""
     from tunery.train.metrics import similarity
 
@@ -55,12 +60,12 @@ def run_predict(trainer, cfg, tokenizer, template, examples: list[dict]) -> dict
     if trainer.is_world_process_zero():
         model = trainer.accelerator.unwrap_model(trainer.model)
         started = time.time()
-        answers = generate(model, tokenizer, [e["input_ids"] for e in examples], cfg.per_device_eval_batch_size,
+        answers = generate(model, tokenizer, _column(examples, "input_ids"), cfg.per_device_eval_batch_size,
                            generation_kwargs(cfg, template, tokenizer))
         runtime = time.time() - started
-        prompts = tokenizer.batch_decode([e["input_ids"] for e in examples], skip_special_tokens=False)
+        prompts = [tokenizer.decode(ids, skip_special_tokens=False) for ids in _column(examples, "input_ids")]
         preds = tokenizer.batch_decode(answers, skip_special_tokens=True)
-        labels = tokenizer.batch_decode([e["labels"] for e in examples], skip_special_tokens=True)
+        labels = [tokenizer.decode(ids, skip_special_tokens=True) for ids in _column(examples, "labels")]
         os.makedirs(cfg.output_dir, exist_ok=True)
         path = os.path.join(cfg.output_dir, PREDICTIONS_FILE)
         with open(path, "w", encoding="utf-8") as fh:

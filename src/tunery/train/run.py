@@ -11,6 +11,7 @@ RECIPES = {
     "dpo": ("tunery.train.dpo", "run_dpo"),
     "kto": ("tunery.train.kto", "run_kto"),
     "ppo": ("tunery.train.ppo", "run_ppo"),
+    "grpo": ("tunery.train.grpo", "run_grpo"),
 }
 
 
@@ -21,4 +22,15 @@ def run_train(cfg) -> None:
 
     apply_malloc_mmap_threshold(cfg)  # before the data and the model take memory
     module, func = RECIPES[cfg.stage]
-    getattr(importlib.import_module(module), func)(cfg)
+    from tunery.runs import card
+    from tunery.train.workflow import TrainingInterrupted
+
+    try:
+        getattr(importlib.import_module(module), func)(cfg)
+    except TrainingInterrupted:
+        card.finish(cfg.output_dir, "interrupted")
+        raise
+    except BaseException as err:
+        card.finish(cfg.output_dir, "failed", error=str(err).splitlines()[0] if str(err) else type(err).__name__)
+        raise
+    card.finish(cfg.output_dir, "finished")

@@ -105,3 +105,70 @@ class TuneryTrainerMixin:
                 logs[prefix + key] = round(sum(values) / len(values), 6)
         self._stored[split].clear()
         super().log(logs, *args, **kwargs)
+
+
+# -- TRL's trainers (dpo, kto, rm) ------------------------------------------------------------------------------------
+def trl_arguments(config_cls, args, **options):
+    """A TRL config (DPOConfig, KTOConfig, RewardConfig) from Tunery's TrainingArguments: every TrainingArguments
+    field as Tunery set it — so TRL's own defaults (learning_rate 1e-6, bf16, gradient_checkpointing, logging_steps
+    10) do not apply — plus the trainer's own ``options``."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingArguments) if f.init}
+    return config_cls(**{**values, **options})
+
+
+def as_dataset(examples):
+    """TRL's trainers take a datasets.Dataset; Tunery's encoders give lists of dicts."""
+    if examples is None:
+        return None
+    from datasets import Dataset
+
+    return examples if isinstance(examples, Dataset) else Dataset.from_list(list(examples))
+
+
+class TrlTrainerMixin(TuneryTrainerMixin):
+    """Mixed into one of TRL's trainers (first in the bases): turns Tunery's TrainingArguments into the trainer's TRL
+    config (``trl_config`` returns its class and options) and the encoded examples into datasets. Tunery writes its
+    own artifacts: no model card README.md in output_dir (it could overwrite a user's file) and no usage ping."""
+
+    def trl_config(self, cfg, args) -> tuple[type, dict]:
+        raise NotImplementedError
+
+    def __init__(self, *args, cfg, **kwargs):
+        config_cls, options = self.trl_config(cfg, kwargs["args"])
+        kwargs["args"] = trl_arguments(config_cls, kwargs["args"], **options)
+        train, evaluation = as_dataset(kwargs.get("train_dataset")), as_dataset(kwargs.get("eval_dataset"))
+        # TRL's trainers need a train_dataset even to evaluate only: the evaluation examples stand in (never trained).
+        kwargs["train_dataset"], kwargs["eval_dataset"] = train if train is not None else evaluation, evaluation
+        super().__init__(*args, cfg=cfg, **kwargs)
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        return None
+
+    def _send_telemetry(self) -> None:
+        return None
+
+
+class TrlPreferenceMixin(TrlTrainerMixin):
+    """dpo/kto on TRL's trainers. The encoded examples go in as they are (TRL's own tokenization and in-batch KL
+    pairing are skipped: Tunery's encoder is LLaMA-Factory's), and a LoRA run's reference model is the policy with
+    its adapter switched off, as in LLaMA-Factory — not TRL's frozen copy of the starting adapter."""
+
+    def __init__(self, *args, **kwargs):
+        lora = getattr(kwargs["model"], "peft_config", {}).get("default")
+        init = getattr(lora, "init_lora_weights", None)
+        if lora is not None:
+            lora.init_lora_weights = True  # TRL's copy of the adapter would run PiSSA's init on the base weights again
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            if lora is not None:
+                lora.init_lora_weights = init
+        if "ref" in getattr(self.model, "peft_config", {}):
+            self.model.delete_adapter("ref")  # TRL then disables the adapter for the reference pass
+
+    def _prepare_dataset(self, dataset, *args, **kwargs):
+        return dataset

@@ -6,6 +6,7 @@ A stage module only says which Trainer class, collator and model head it uses (a
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,9 +18,21 @@ logger = get_logger(__name__)
 
 
 class TrainingInterrupted(TuneryError):
-    """Ctrl-C during training: a checkpoint was saved; rerunning the command resumes from it."""
+    """Ctrl-C (exit 130) or SIGTERM (exit 143) during training: a checkpoint was saved; rerunning the command
+    resumes from it."""
 
     exit_code = 130
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def interrupted(interrupt, step: int, path: str) -> TrainingInterrupted:
+    """The one line (and exit code) for a run stopped by Ctrl-C or SIGTERM after saving ``path``."""
+    how, code = interrupt.stop_reason()
+    return TrainingInterrupted(f"training {how} at step {step}: checkpoint saved in {path} — rerun the same command "
+                               "to resume", code)
 
 
 @dataclass
@@ -31,10 +44,10 @@ class Stage:
 
 
 def _encode(cfg, records, template, tokenizer, stage: str):
-    from tunery.data.encode import encode_dataset
+    """The records encoded for ``stage`` as a memory-mapped Dataset (Arrow files in a temporary folder)."""
+    from tunery.data.dataset import encode_to_dataset
 
-    return encode_dataset(records, stage, template, tokenizer, cfg.cutoff_len, train_on_prompt=cfg.train_on_prompt,
-                          mask_history=cfg.mask_history)
+    return encode_to_dataset(cfg, records, template, tokenizer, stage)
 
 
 def _evaluation_records(cfg, stage: str):
@@ -72,15 +85,32 @@ def load_stage_model(cfg, tokenizer, stage: Stage):
     return load_adapters(model, cfg, is_trainable=False)
 
 
+def _close_progress_bar(trainer) -> None:
+    """End the progress bar's line when training stops with an error, so that the error starts a line of its own."""
+    from transformers.trainer_callback import ProgressCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, ProgressCallback) and getattr(callback, "training_bar", None) is not None:
+            callback.training_bar.close()
+            callback.training_bar = None
+
+
 def run_stage(cfg, stage: Stage) -> None:
     from transformers import set_seed
 
     from tunery.data.template_select import resolve_template
     from tunery.model.load import load_tokenizer
-    from tunery.train.artifacts import finish, prepare_output_dir, save_final, training_arguments
+    from tunery.train.artifacts import (
+        disk_full_is_one_line,
+        finish,
+        prepare_output_dir,
+        save_final,
+        training_arguments,
+    )
     from tunery.train.callbacks import InterruptCallback, LogCallback
     from tunery.train.checkpoints import check_fits_model
     from tunery.train.extra_callbacks import option_callbacks
+    from tunery.train.ranks import check_ranks_agree
 
     # 1. Everything that can fail on the user's input happens before the model loads.
     tokenizer = load_tokenizer(cfg)
@@ -93,10 +123,15 @@ def run_stage(cfg, stage: Stage) -> None:
         require_metrics()
         to_predict = _encode(cfg, _evaluation_records(cfg, "sft"), template, tokenizer, "predict")
     args = training_arguments(cfg)
+    check_ranks_agree(cfg, args, data.train, data.eval)  # several processes: same options and data, or nobody starts
     resume = None
     if cfg.do_train:
         with args.main_process_first(local=False, desc="output_dir"):
             resume = prepare_output_dir(cfg, is_main=args.process_index == 0)
+        from tunery.runs import card
+
+        card.begin(cfg, resume)
+        card.note_data(cfg, data)
 
     # 2. Model and fine-tuning method (the seed makes new LoRA/head weights the same in every process and run).
     set_seed(cfg.seed)
@@ -121,15 +156,20 @@ def run_stage(cfg, stage: Stage) -> None:
 
     # 4. Train, save artifacts, evaluate, predict, plot.
     if cfg.do_train:
-        try:
-            result = trainer.train(resume_from_checkpoint=resume)
-        finally:
-            interrupt.restore()
-        if interrupt.stopped_at is not None:
-            raise TrainingInterrupted(f"training interrupted at step {interrupt.stopped_at}: checkpoint saved in "
-                                      f"{cfg.output_dir}/checkpoint-{interrupt.stopped_at} — rerun the same command "
-                                      "to resume")
-        save_final(trainer, cfg, tokenizer, template, result)
+        with disk_full_is_one_line(cfg.output_dir):
+            try:
+                result = trainer.train(resume_from_checkpoint=resume)
+            except pickle.UnpicklingError:  # transformers loads with weights_only=True and refused a file
+                from tunery.utils.safe_load import refused_file, unsafe_file
+
+                raise (unsafe_file(resume) if resume else None) or refused_file(resume or cfg.output_dir) from None
+            finally:
+                interrupt.restore()
+                _close_progress_bar(trainer)
+            if interrupt.stopped_at is not None:
+                raise interrupted(interrupt, interrupt.stopped_at,
+                                  f"{cfg.output_dir}/checkpoint-{interrupt.stopped_at}")
+            save_final(trainer, cfg, tokenizer, template, result)
     if cfg.do_eval and data.eval:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)

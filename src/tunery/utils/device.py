@@ -9,6 +9,16 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def accelerator_available() -> bool:
+    """A CUDA, MPS, XPU, NPU, ... device torch can use (torch.accelerator where torch has it)."""
+    import torch
+
+    probe = getattr(torch, "accelerator", None)
+    if probe is not None and hasattr(probe, "is_available"):
+        return probe.is_available()
+    return torch.cuda.is_available() or mps_available()
+
+
 def mps_available() -> bool:
     import torch
 

@@ -12,6 +12,7 @@ import os
 
 from tunery.errors import TuneryError
 from tunery.webui import fields as F
+from tunery.chat.webchat import FOOTER
 from tunery.webui.board import Board
 from tunery.webui.locales import LANGS, t
 
@@ -73,12 +74,12 @@ def create_app(saves_dir: str | None = None, initial: dict | None = None, lang: 
         import gradio as gr
     except ImportError:
         raise TuneryError("tunery webui needs gradio — pip install 'tunery[webui]'") from None
-    from tunery.webui import chat_tab, eval_tab, export_tab, train_tab
+    from tunery.webui import chat_tab, eval_tab, export_tab, runs_tab, train_tab
 
     board = Board.create(saves_dir, initial)
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
-    with gr.Blocks(title="Tunery board", theme=theme, css=CSS, analytics_enabled=False) as demo:
+    with gr.Blocks(title="Tunery board", analytics_enabled=False) as demo:
         board.word(gr.Markdown(t("title", lang)), "title", "value")
         _top_bar(board, lang)
         with gr.Tabs(elem_id="tabs"):
@@ -94,6 +95,9 @@ def create_app(saves_dir: str | None = None, initial: dict | None = None, lang: 
             with gr.Tab(t("tab_export", lang), id="export", elem_id="tab-export") as tab:
                 board.word(tab, "tab_export")
                 export_tab.build(board, lang)
+            with gr.Tab(t("tab_runs", lang), id="runs", elem_id="tab-runs") as tab:
+                board.word(tab, "tab_runs")
+                runs_tab.build(board, lang)
         memo = gr.State({})
         timer = gr.Timer(poll_seconds)
         picker = board.top["adapter_name_or_path"]
@@ -116,50 +120,62 @@ def create_app(saves_dir: str | None = None, initial: dict | None = None, lang: 
         board.lang_box.change(lambda lang_now: board.relabel(lang_now) + [{}], board.lang_box,
                               [c for c, _, _ in board.words] + [memo], queue=False)
     demo.board = board  # for tests and scripts
+    demo.launch_kwargs = {"theme": theme, "css": CSS, "footer_links": FOOTER}  # Gradio 6 takes these at launch
     return demo
 
 
 def parse_argv(argv: list[str]) -> tuple[str | None, dict]:
-    """`tunery webui [CONFIG.yaml] [--saves_dir DIR]` → (saves dir, option values that prefill the board)."""
+    """`tunery webui [CONFIG.yaml] [--saves_dir DIR] [--webui_allowed_paths A,B] [--webui_auth U:P]` → (saves dir,
+    option values: those that prefill the board and the board's own webui_* settings)."""
     from tunery.config.loader import CONFIG_SUFFIXES, read_config_file
+    from tunery.config.registry import all_options
 
+    options = all_options()
+    own = {o.name for o in options.values() if o.group == "webui"}
     saves, initial = None, {}
     rest = list(argv)
     while rest:
         arg = rest.pop(0)
-        if arg.startswith("--saves_dir"):
-            _, eq, value = arg.partition("=")
+        name, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if name == "saves_dir" or name in own:
             if not eq:
                 if not rest:
-                    raise TuneryError("command line: option '--saves_dir' needs a value — e.g. --saves_dir saves")
+                    raise TuneryError(f"command line: option '--{name}' needs a value — e.g. --{name} VALUE")
                 value = rest.pop(0)
-            saves = value
+            if name == "saves_dir":
+                saves = value
+            else:
+                initial[name] = options[name].coerce(value, "command line")
         elif arg.endswith(CONFIG_SUFFIXES):
-            initial.update(read_config_file(arg))
+            initial = {**read_config_file(arg), **initial}
         else:
-            raise TuneryError(f"command line: unexpected argument '{arg}' — usage: tunery webui [CONFIG.yaml] "
-                              "[--saves_dir DIR]")
-    from tunery.config.registry import all_options
-
-    unknown = [k for k in initial if k not in all_options()]
+            raise TuneryError(f"command line: unexpected argument '{arg}' — usage: {USAGE}")
+    unknown = [k for k in initial if k not in options]
     if unknown:
         raise TuneryError(f"unknown option(s) {', '.join(unknown)} in the config — `tunery train -h` lists them")
     return saves, initial
 
 
+USAGE = "tunery webui [CONFIG.yaml] [--saves_dir DIR] [--webui_allowed_paths DIR,DIR] [--webui_auth USER:PASSWORD]"
+
+
 def run_webui(argv: list[str]) -> int:
-    from tunery.chat.webchat import launch_options
+    from tunery.chat.webchat import launch_options, login_settings
 
     if any(a in ("-h", "--help") for a in argv):
         from tunery.cli import COMMANDS
+        from tunery.config.docs import format_help
 
-        print("usage: tunery webui [CONFIG.yaml] [--saves_dir DIR]\n\n" + COMMANDS["webui"][1])
+        print(format_help("webui", COMMANDS["webui"][1]))
         return 0
     saves, initial = parse_argv(argv)
     options = launch_options()
+    login, warning = login_settings(initial, options)
     demo = create_app(saves, initial)
+    if warning:
+        print(warning, flush=True)
     try:
-        demo.queue(default_concurrency_limit=4).launch(inbrowser=False, show_api=False, **options)
+        demo.queue(default_concurrency_limit=4).launch(inbrowser=False, **demo.launch_kwargs, **login, **options)
     except OSError as err:
         raise TuneryError(f"cannot start the board on {options['server_name']}:{options['server_port'] or 7860} "
                           f"({err}) — set GRADIO_SERVER_PORT to a free port") from None

@@ -10,6 +10,7 @@ from typing import Any
 from tunery.webui.fields import UNSET
 from tunery.webui.locales import t
 from tunery.webui.runner import Runner
+from tunery.webui.sandbox import Sandbox
 
 SAVES_ENV = "TUNERY_SAVES_DIR"
 STATE_DIR = ".webui"
@@ -88,6 +89,7 @@ class Board:
 
     saves_dir: str
     runner: Runner
+    sandbox: Sandbox  # the folders pages may read and write
     initial: dict = field(default_factory=dict)  # option values of a config given to `tunery webui`
     words: list = field(default_factory=list)  # (component, locale key, property) re-labelled on a language change
     top: dict = field(default_factory=dict)  # option name -> top bar component
@@ -97,7 +99,11 @@ class Board:
     @classmethod
     def create(cls, saves_dir: str | None = None, initial: dict | None = None) -> Board:
         saves = saves_dir_from(saves_dir)
-        return cls(saves, Runner(os.path.join(saves, STATE_DIR)), dict(initial or {}))
+        initial = dict(initial or {})
+        allowed = initial.get("webui_allowed_paths") or []
+        allowed = [p.strip() for p in allowed.split(",")] if isinstance(allowed, str) else list(allowed)
+        sandbox = Sandbox.create(saves, default_dataset_dir(), initial, allowed)
+        return cls(saves, Runner(os.path.join(saves, STATE_DIR)), sandbox, initial)
 
     def word(self, component, key: str, prop: str = "label"):
         """Register a component whose `prop` shows the fixed word `key`; returns the component."""
@@ -115,6 +121,16 @@ class Board:
 
     def runs(self) -> list[tuple[str, str]]:
         return list_runs(self.saves_dir)
+
+    def outside(self, values: dict) -> str | None:
+        """The one-line refusal when `values` name a path outside the board's folders (None: all inside)."""
+        from tunery.errors import TuneryError
+
+        try:
+            self.sandbox.check_values(values)
+        except TuneryError as err:
+            return str(err)
+        return None
 
 
 _FIRST = ("model_name_or_path", "adapter_name_or_path", "template", "stage", "do_train", "finetuning_type")

@@ -18,7 +18,9 @@ def load_engines(board: Board, values: dict) -> str:
     """Load the engine(s) for validated `values` into the board (replacing any loaded ones); returns a summary."""
     from tunery.chat.engine import create_compare_engines, create_engine
 
-    cfg, problem = F.validate("webchat", values)
+    problem = board.outside(values)
+    if not problem:
+        cfg, problem = F.validate("webchat", values)
     if problem:
         raise TuneryError(problem)
     unload_engines(board)
@@ -57,8 +59,8 @@ def build(board: Board, lang: str = "en") -> dict:
         compare = board.word(gr.Checkbox(False, label=t("compare", lang), elem_id="chat-compare"), "compare")
     status = gr.Markdown(t("not_loaded", lang), elem_id="chat-status")
     with gr.Row():
-        bots = [gr.Chatbot(type="messages", label=t("chat", lang), height=380, elem_id="chatbot-0", allow_tags=False),
-                gr.Chatbot(type="messages", label=t("base", lang), height=380, elem_id="chatbot-1", allow_tags=False,
+        bots = [gr.Chatbot(label=t("chat", lang), height=380, elem_id="chatbot-0", allow_tags=False),
+                gr.Chatbot(label=t("base", lang), height=380, elem_id="chatbot-1", allow_tags=False,
                            visible=False)]
     system = board.word(gr.Textbox(label=t("system", lang), lines=2, elem_id="chat-system"), "system")
     with gr.Row():
@@ -78,7 +80,7 @@ def build(board: Board, lang: str = "en") -> dict:
     clear = board.word(gr.Button(t("clear", lang), elem_id="chat-clear"), "clear", "value")
     flagged = gr.State([])
 
-    def on_load(previously, lang_now, with_base, *top):
+    def on_load_model(previously, lang_now, with_base, *top):
         values = {**top_overrides(*top), "compare": bool(with_base)}
         yield (f"loading {values.get('model_name_or_path', '')} …", gr.skip(), gr.skip(), previously,
                *[gr.skip()] * 4)
@@ -93,7 +95,7 @@ def build(board: Board, lang: str = "en") -> dict:
         yield (f"loaded {what}", gr.update(label=labels[0], value=[]),
                gr.update(visible=len(labels) > 1, label=labels[-1], value=[]), bad, *updates)
 
-    load.click(on_load, [flagged, board.lang_box, compare, *board.top_components()],
+    load.click(on_load_model, [flagged, board.lang_box, compare, *board.top_components()],
                [status, *bots, flagged, *board.top_components()], concurrency_limit=1)
 
     def on_unload():

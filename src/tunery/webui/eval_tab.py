@@ -56,7 +56,9 @@ def build(board: Board, lang: str = "en") -> dict:
 
     def on_run(previously, *args):
         values = predict_values(form, args)
-        _, problem = F.validate("train", values)
+        problem = board.outside(values)
+        if not problem:
+            _, problem = F.validate("train", values)
         updates, bad = form.flags(problem, previously)
         if problem:
             return (error_note(problem), bad, *updates)
@@ -68,8 +70,13 @@ def build(board: Board, lang: str = "en") -> dict:
 
     run.click(on_run, [flagged, *form.inputs], [status, flagged, *form.inputs], concurrency_limit=1)
     stop.click(lambda: status_markdown(board.runner.stop(), KIND), None, status)
-    comps["dataset_dir"].change(lambda folder: gr.update(choices=dataset_names(folder)[0]), comps["dataset_dir"],
-                                comps["eval_dataset"])
+
+    def on_dataset_dir(folder):
+        if board.outside({"dataset_dir": folder}):
+            return gr.update(choices=[])
+        return gr.update(choices=dataset_names(folder)[0])
+
+    comps["dataset_dir"].change(on_dataset_dir, comps["dataset_dir"], comps["eval_dataset"])
 
     def render(job: dict, memo: dict, lang: str) -> tuple[list, dict]:
         mine = job if job.get("kind") == KIND else {}

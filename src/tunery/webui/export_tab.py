@@ -58,7 +58,9 @@ def build(board: Board, lang: str = "en") -> dict:
 
     def on_export(previously, *args):
         values = export_values(form, args)
-        _, problem = F.validate(KIND, values)
+        problem = board.outside(values) or export_refusal(values)
+        if not problem:
+            _, problem = F.validate(KIND, values)
         updates, bad = form.flags(problem, previously)
         if values["export_dir"] and not from_field(args, out_index):
             updates[out_index] = {**updates[out_index], "value": values["export_dir"]}
@@ -75,6 +77,18 @@ def build(board: Board, lang: str = "en") -> dict:
 
     run.click(on_export, [flagged, *form.inputs], [status, files, log, flagged, *form.inputs], concurrency_limit=1)
     return {}
+
+
+def export_refusal(values: dict) -> str | None:
+    """`tunery export`'s own check of export_dir (foreign files, an earlier export without export_overwrite)."""
+    from tunery.errors import TuneryError
+    from tunery.export.target import check_export_target
+
+    try:
+        check_export_target(values["export_dir"], bool(values.get("export_overwrite")))
+    except TuneryError as err:
+        return str(err)
+    return None
 
 
 def from_field(args, index: int):

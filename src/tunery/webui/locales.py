@@ -20,6 +20,13 @@ WORDS: dict[str, tuple[str, str]] = {
     "tab_eval": ("Evaluate & Predict", "评估与预测"),
     "tab_chat": ("Chat", "对话"),
     "tab_export": ("Export", "导出"),
+    "tab_runs": ("Runs", "训练记录"),
+    # runs tab
+    "run_a": ("Run A", "记录 A"),
+    "run_b": ("Run B", "记录 B"),
+    "runs_diff": ("Show differences", "显示差异"),
+    "runs_plot_pick": ("Runs to plot", "要绘制的记录"),
+    "runs_plot": ("Plot curves", "绘制曲线"),
     # train tab
     "datasets": ("Datasets", "数据集"),
     "preview": ("Preview data", "预览数据"),
@@ -34,6 +41,8 @@ WORDS: dict[str, tuple[str, str]] = {
     "stop": ("Stop", "停止"),
     "log": ("Log", "日志"),
     "loss": ("Loss", "损失"),
+    "reward": ("Reward (grpo)", "奖励（grpo）"),
+    "completions": ("Latest completions and their rewards (grpo)", "最新采样的回答及其奖励（grpo）"),
     "more": ("more options", "更多选项"),
     # eval tab
     "start_predict": ("Run prediction", "开始预测"),

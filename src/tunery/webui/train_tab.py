@@ -1,5 +1,6 @@
 """The Train tab: every training option as a field, datasets picked from the registry with a preview, the exact
-command and YAML, save/load, start/stop, and a live view of the run (progress, log tail, loss curve)."""
+command and YAML, save/load, start/stop, and a live view of the run (progress, log tail, loss curve; for grpo also
+the reward curve and the latest completions with their rewards)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import Any
 from tunery.errors import TuneryError
 from tunery.webui import fields as F
 from tunery.webui.board import Board, Form, default_dataset_dir, default_output_dir
+from tunery.webui.grpo_view import completions_frame, reward_frame, reward_points
 from tunery.webui.locales import t
 from tunery.webui.runner import loss_points, tail
+from tunery.webui.sandbox import save_config
 from tunery.webui.views import error_note, loss_frame, progress_html, render_preview, status_markdown
 
 KIND = "train"
@@ -85,6 +88,10 @@ def build(board: Board, lang: str = "en") -> dict:
                                     elem_id="train-log"), "log")
         plot = board.word(gr.LinePlot(x="step", y="loss", color="curve", label=t("loss", lang), height=300,
                                       elem_id="loss-plot"), "loss")
+        reward_plot = board.word(gr.LinePlot(x="step", y="reward", color="curve", label=t("reward", lang),
+                                             height=300, visible=False, elem_id="reward-plot"), "reward")
+    samples = board.word(gr.Dataframe(label=t("completions", lang), wrap=True, max_height=320, visible=False,
+                                      interactive=False, elem_id="grpo-completions"), "completions")
     with gr.Row():
         command = board.word(gr.Code(label=t("command", lang), language="shell", interactive=False, lines=8,
                                      max_lines=30, elem_id="train-command"), "command")
@@ -109,7 +116,9 @@ def build(board: Board, lang: str = "en") -> dict:
 
     def on_start(previously, auto, *args):
         values, made = run_values(form, args, auto)
-        _, problem = F.validate(KIND, values)
+        problem = board.outside(values)
+        if not problem:
+            _, problem = F.validate(KIND, values)
         updates, bad = form.flags(problem, previously)
         text, yaml_text = F.command_text(KIND, values), F.yaml_text(values)
         if problem:
@@ -130,6 +139,7 @@ def build(board: Board, lang: str = "en") -> dict:
     def on_preview(previously, *args):
         values = form.values(args)
         try:
+            board.sandbox.check_values(values)
             body, summary = render_preview(values)
         except TuneryError as err:
             updates, bad = form.flags(str(err), previously)
@@ -142,7 +152,12 @@ def build(board: Board, lang: str = "en") -> dict:
                             [extras["preview_html"], extras["preview_summary"], flagged, *form.inputs])
 
     def on_dataset_dir(folder):
-        found, problem = dataset_names(folder)
+        try:
+            if folder != "ONLINE":
+                board.sandbox.readable(str(folder or "data"), "option 'dataset_dir'")
+            found, problem = dataset_names(folder)
+        except TuneryError as err:
+            found, problem = [], str(err)
         mark = (gr.update(info=f"⚠ {problem}", elem_classes=[F.INVALID_CLASS]) if problem else
                 gr.update(info=form.helps()["dataset_dir"], elem_classes=[]))
         return gr.update(choices=found), gr.update(choices=found), mark
@@ -153,9 +168,10 @@ def build(board: Board, lang: str = "en") -> dict:
     def on_save(file, *args):
         values = train_values(form, args)
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(file)), exist_ok=True)
-            with open(file, "w", encoding="utf-8") as fh:
-                fh.write(F.yaml_text(values))
+            target = board.sandbox.config_to_save(str(file or ""))
+            save_config(target, F.yaml_text(values))
+        except TuneryError as err:
+            return error_note(err)
         except OSError as err:
             return error_note(f"cannot write {file}: {err.strerror} — choose another config file")
         return f"saved `{file}`"
@@ -172,7 +188,7 @@ def build(board: Board, lang: str = "en") -> dict:
 
     def on_load(file):
         try:
-            given = read_config(str(file or ""))
+            given = read_config(board.sandbox.config_to_load(str(file or "")))
         except TuneryError as err:
             return (error_note(err), *[gr.skip()] * len(form.inputs))
         return (f"loaded `{file}`", *form_from(given))
@@ -191,7 +207,8 @@ def build(board: Board, lang: str = "en") -> dict:
         return [*form_from(given), F.command_text(KIND, given), F.yaml_text(given)]
 
     def render(job: dict, memo: dict, lang: str) -> tuple[list, dict]:
-        """Updates for (status, progress, log, plot) from the job, skipping what has not changed."""
+        """Updates for (status, progress, log, plot, reward plot, completions) from the job, skipping what has not
+        changed (the last two show for grpo runs only)."""
         mine = job if job.get("kind") == KIND else {}
         text = tail(mine["log"]) if mine else ""
         out = mine.get("output_dir") if mine else None
@@ -203,10 +220,17 @@ def build(board: Board, lang: str = "en") -> dict:
                    progress_html(mine, KIND),
                    text if text != memo.get("log") else gr.skip(),
                    (loss_frame(out) if rows else None) if fresh_plot else gr.skip()]  # None: no plot yet
-        return updates, {"key": key, "log": text, "rows": rows, "lang": lang}
+        rewards = len(reward_points(out))
+        if rewards != memo.get("rewards") or fresh_plot:
+            updates += [gr.update(value=reward_frame(out), visible=True) if rewards else gr.update(visible=False),
+                        gr.update(value=completions_frame(out), visible=True) if rewards else
+                        gr.update(visible=False)]
+        else:
+            updates += [gr.skip(), gr.skip()]
+        return updates, {"key": key, "log": text, "rows": rows, "lang": lang, "rewards": rewards}
 
-    return {"outputs": [status, bar, log, plot], "render": render, "form": form, "restore": restore,
-            "restore_outputs": [*form.inputs, command, config]}
+    return {"outputs": [status, bar, log, plot, reward_plot, samples], "render": render, "form": form,
+            "restore": restore, "restore_outputs": [*form.inputs, command, config]}
 
 
 def read_config(path: str) -> dict:

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from ...errors import ConfigError, did_you_mean
-from .families import TEMPLATES
+from .families import MULTIMODAL_TEMPLATES, TEMPLATES
 from .template import BOS, EOS, Special, Template, Token, split_system, text_encoder
 from .tokenizer_template import TokenizerTemplate, to_hf_messages
 from .tools import TOOL_FORMATS
@@ -15,6 +15,7 @@ from .tools import TOOL_FORMATS
 __all__ = [
     "BOS",
     "EOS",
+    "MULTIMODAL_TEMPLATES",
     "TEMPLATES",
     "TOOL_FORMATS",
     "Special",
@@ -50,6 +51,9 @@ def get_template(
             default_system=default_system or "",
             chat_template_kwargs={} if enable_thinking is None else {"enable_thinking": enable_thinking},
         )
+    if name in MULTIMODAL_TEMPLATES:
+        raise ConfigError(f"template {name} needs multimodal support (images, video or audio), which Tunery does not "
+                          "have yet; for text-only data use template: tokenizer (the model's own chat template)")
     if name not in TEMPLATES:
         raise ConfigError(
             f"unknown template '{name}'{did_you_mean(str(name), template_names())}; "

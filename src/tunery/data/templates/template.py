@@ -162,6 +162,8 @@ class Template:
     prefix: Slot = ()
     separator: Slot = ()  # before each user turn after the first (LLaMA-Factory <= 0.9.1; no 0.9.5 family uses it)
     tool_format: str = "default"  # tool description + function-call text format (tools.py)
+    tools: Slot | None = None  # a slot around the tools JSON instead of the tool format's description (phi4_mini)
+    tool_call_words: tuple = ("<tool_call>", "</tool_call>")  # a function message may hold thought + wrapped calls
     default_system: str = ""
     stop_words: tuple = ()
     efficient_eos: bool = False
@@ -171,12 +173,14 @@ class Template:
     reasoning: bool = False  # LLaMA-Factory's ReasoningTemplate
     thought_words: tuple = ("<think>\n", "\n</think>\n\n")
     enable_thinking: bool | None = True
+    preserve_thinking: bool = False  # keep earlier turns' reasoning (LLaMA-Factory's preserve_thinking)
+    empty_thought_close_only: bool = False  # an empty thought is only the closing word (GLM-4.7)
     special_texts: tuple = ()  # (("bos_token", "<|begin_of_text|>"), ...): render() without a tokenizer
     constants: frozenset = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
         put = lambda k, v: object.__setattr__(self, k, v)
-        for key in ("user", "assistant", "system", "function", "observation", "prefix", "separator"):
+        for key in ("user", "assistant", "system", "function", "observation", "prefix", "separator", "tools"):
             put(key, _as_slot(getattr(self, key)))
         if self.assistant is None:
             put("assistant", ("{{content}}",) if self.efficient_eos else ("{{content}}", EOS))
@@ -206,6 +210,8 @@ class Template:
 
     @property
     def thought_text(self) -> str:
+        if self.empty_thought_close_only:
+            return self.thought_words[1]
         return self.thought_words[0] + self.thought_words[1]
 
     # ------------------------------------------------------------ elements
@@ -218,7 +224,12 @@ class Template:
             if i == 0:
                 elements += self.prefix
                 if system or tools:
-                    tool_text = describe_tools(self.tool_format, tools) if tools else ""
+                    if not tools:
+                        tool_text = ""
+                    elif self.tools is not None:
+                        tool_text = _fill(self.tools, content=tools)[0]
+                    else:
+                        tool_text = describe_tools(self.tool_format, tools)
                     filled = _fill(self.system, content=system + tool_text)
                     if self.system_in_user:
                         system_text = filled[0]
@@ -244,6 +255,11 @@ class Template:
 
     def _function_text(self, content: str) -> str:
         thought = None
+        if not self.system_in_user and self.tool_call_words:  # thought text + <tool_call>JSON</tool_call>
+            start, end = (re.escape(w) for w in self.tool_call_words)
+            wrapped = re.search(f"{start}(.*?){end}", content, re.DOTALL)
+            if wrapped:
+                return content.replace(wrapped.group(0), "") + format_function_calls(self.tool_format, wrapped.group(1))
         if not self.system_in_user:  # LLaMA-Factory passes thought_words only in the base _encode
             pattern = re.compile(f"{re.escape(self.thought_words[0])}(.*?){re.escape(self.thought_words[1])}", re.DOTALL)
             thought = pattern.search(content)
@@ -262,7 +278,7 @@ class Template:
     def _oneturn_elements(self, messages, system, tools) -> tuple[list, list]:
         messages = [dict(m) for m in messages]
         if self.reasoning:
-            for i in range(1, len(messages) - 2, 2):
+            for i in range(1, len(messages) - 2, 2) if not self.preserve_thinking else ():
                 messages[i]["content"] = self.remove_thought(messages[i]["content"])
             if self.enable_thinking is False:
                 messages[-1]["content"] = self.remove_thought(messages[-1]["content"])
@@ -319,6 +335,11 @@ class Template:
                         cache[elem] = token_id
                 if token_id is not None:
                     ids.append(token_id)
+                elif isinstance(elem, Token):
+                    raise ConfigError(
+                        f"template '{self.name}' needs the token {elem.text} that the tokenizer lacks: use the "
+                        f"tokenizer of a model of that family, or add it with new_special_tokens: {elem.text} and "
+                        "resize_vocab: true (a new, untrained embedding)")
             else:
                 raise ConfigError(f"template '{self.name}': bad slot element {elem!r}")
         return ids

@@ -134,6 +134,120 @@ def _mistral_calls(functions: list[FunctionCall]) -> str:
     return _dumps([{"name": name, "arguments": json.loads(args)} for name, args in functions])
 
 
+# ---------------------------------------------------------------- glm4_moe (GLM-4.5/4.6/4.7 <arg_key>/<arg_value>)
+_GLM4_MOE_PROMPT = (
+    "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>{tool_text}"
+    "\n</tools>\n\nFor each function call, output the function name and arguments within the following XML format:\n"
+    "<tool_call>{{function-name}}\n<arg_key>{{arg-key-1}}</arg_key>\n<arg_value>{{arg-value-1}}</arg_value>\n"
+    "<arg_key>{{arg-key-2}}</arg_key>\n<arg_value>{{arg-value-2}}</arg_value>\n...\n</tool_call>\n"
+)
+
+
+def _text_value(value) -> str:
+    return value if isinstance(value, str) else _dumps(value)
+
+
+def _glm4_moe_describe(tools: list) -> str:
+    return _GLM4_MOE_PROMPT.format(tool_text="".join("\n" + _dumps(_wrap(tool)) for tool in tools))
+
+
+def _glm4_moe_calls(functions: list[FunctionCall]) -> str:
+    texts = []
+    for name, args in functions:
+        text = "\n<tool_call>" + name
+        for key, value in json.loads(args).items():
+            text += "\n<arg_key>" + key + "</arg_key>" + "\n<arg_value>" + _text_value(value) + "</arg_value>"
+        texts.append(text)
+    return "\n".join(texts)
+
+
+# ---------------------------------------------------------------- ling (Ling/Bailing v2: qwen calls)
+_LING_PROMPT = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>{tool_text}"
+    "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+    '<tool_call></tool_call> XML tags:\n<tool_call>\n{{"name": <function-name>, '
+    '"arguments": <args-json-object>}}\n</tool_call>'
+)
+
+
+def _ling_describe(tools: list) -> str:
+    tool_text = "".join("\n" + _dumps(_wrap(tool)) for tool in tools)
+    return _LING_PROMPT.format(tool_text=tool_text) + "\n" + "detailed thinking off"
+
+
+# ---------------------------------------------------------------- seed_oss (Seed-OSS <seed:tool_call>)
+_SEED_PROMPT = (
+    "system\nYou are Doubao, a helpful AI assistant. You may call one or more functions to assist with the user "
+    "query.Tool List:\nYou are authorized to use the following tools (described in JSON Schema format). Before "
+    "performing any task, you must decide how to call them based on the descriptions and parameters of these "
+    "tools.{tool_text}\n工具调用请遵循如下格式:\n<seed:tool_call>\n<function=example_function_name>\n"
+    "<parameter=example_parameter_1>value_1</parameter>\n<parameter=example_parameter_2>This is the value for the "
+    "second parameter\nthat can span\nmultiple lines</parameter>\n</function>\n</seed:tool_call>\n"
+)
+
+
+def _seed_describe(tools: list) -> str:
+    return _SEED_PROMPT.format(tool_text="\n" + _dumps(tools))
+
+
+def _seed_calls(functions: list[FunctionCall]) -> str:
+    texts = []
+    for name, args in functions:
+        text = "\n<seed:tool_call>\n<function=" + name
+        for key, value in json.loads(args).items():
+            text += "\n<parameter=" + key + ">" + _text_value(value) + "</parameter>"
+        texts.append(text + "\n</function>\n</seed:tool_call>")
+    return "\n".join(texts)
+
+
+# ---------------------------------------------------------------- minimax1 / minimax2 (MiniMax-M1, -M2)
+_MINIMAX1_PROMPT = (
+    "You are provided with these tools:\n<tools>\n{tool_text}</tools>\n\n"
+    "If you need to call tools, please respond with <tool_calls></tool_calls> XML tags, and provide tool-name and "
+    "json-object of arguments, following the format below:\n<tool_calls>\n"
+    '{{"name": <tool-name-1>, "arguments": <args-json-object-1>}}\n...\n</tool_calls>'
+)
+_MINIMAX2_PROMPT = (
+    "\n\n# Tools\n\nYou may call one or more tools to assist with the user query.\n"
+    "Here are the tools available in JSONSchema format:\n\n<tools>\n{tool_text}</tools>\n\n"
+    "When making tool calls, use XML format to invoke tools and pass parameters:\n"
+    '\n<minimax:tool_call>\n<invoke name="tool-name-1">\n<parameter name="param-key-1">param-value-1</parameter>\n'
+    '<parameter name="param-key-2">param-value-2</parameter>\n...\n</invoke>\n</minimax:tool_call>'
+)
+
+
+def _minimax1_describe(tools: list) -> str:
+    return _MINIMAX1_PROMPT.format(tool_text="".join(_dumps(_unwrap(tool)) + "\n" for tool in tools))
+
+
+def _minimax1_calls(functions: list[FunctionCall]) -> str:
+    texts = [_dumps({"name": name, "arguments": json.loads(args)}) for name, args in functions]
+    return "<tool_calls>\n" + "\n".join(texts) + "\n</tool_calls>"
+
+
+def _minimax2_describe(tools: list) -> str:
+    return _MINIMAX2_PROMPT.format(tool_text="".join("<tool>" + _dumps(_unwrap(t)) + "</tool>\n" for t in tools))
+
+
+def _minimax2_calls(functions: list[FunctionCall]) -> str:
+    texts = []
+    for name, args in functions:
+        text = f'<invoke name="{name}">'
+        for key, value in json.loads(args).items():
+            text += f'\n<parameter name="{key}">' + _text_value(value) + "</parameter>"
+        texts.append(text + "\n</invoke>")
+    return "\n".join(texts)
+
+
+def _not_yet(name: str):
+    def fail(*_):
+        raise DataError(f"tool_format '{name}' is not supported by Tunery yet: train tool records with template: "
+                        "tokenizer (the model's own chat template) or set tool_format to another format")
+    return fail
+
+
 class ToolFormat(NamedTuple):
     describe: Callable[[list], str]
     calls: Callable[[list[FunctionCall]], str]
@@ -145,6 +259,12 @@ TOOL_FORMATS: dict[str, ToolFormat] = {
     "llama3": ToolFormat(_llama3_describe, _llama3_calls),
     "glm4": ToolFormat(_glm4_describe, _glm4_calls),
     "mistral": ToolFormat(_mistral_describe, _mistral_calls),
+    "glm4_moe": ToolFormat(_glm4_moe_describe, _glm4_moe_calls),
+    "ling": ToolFormat(_ling_describe, _qwen_calls),
+    "seed_oss": ToolFormat(_seed_describe, _seed_calls),
+    "minimax1": ToolFormat(_minimax1_describe, _minimax1_calls),
+    "minimax2": ToolFormat(_minimax2_describe, _minimax2_calls),
+    "lfm2": ToolFormat(_not_yet("lfm2"), _not_yet("lfm2")),
 }
 
 

@@ -1,0 +1,224 @@
+"""Encoded examples as Arrow: the encoders' output goes chunk by chunk into Arrow files, which are then memory-mapped
+as one ``datasets.Dataset`` — no Python list of all examples, so memory stays flat in the dataset's size.
+
+* :func:`encode_to_arrow` runs the stage's encoder (tunery.data.encode) over the records, each chunk written as it is
+  done; with ``num_workers > 1`` each worker process writes its own Arrow shard (a contiguous block of chunks, so the
+  order is the serial one) and only the shard's path and drop counts come back;
+* :func:`pack_to_arrow` packs sft examples batch by batch (LLaMA-Factory's knapsack per preprocessing batch) into
+  another Arrow file;
+* :func:`open_shards` memory-maps written shards again (the encoding cache, tunery.data.cache).
+
+Token columns are ``list<int32>`` (attention masks ``list<int8>``, ``kto_tags`` bool); names and meaning are the
+encoders' (``input_ids``, ``labels``, ``attention_mask``, ``chosen_*``/``rejected_*``, ``kl_*``, ``position_ids``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+SHARDS_PER_WORKER = 4  # a little more shards than workers evens out their load
+
+
+@dataclass
+class EncodedArrow:
+    """The Arrow files of one split, the Dataset mapping them, and the records dropped while encoding."""
+
+    dataset: object  # datasets.Dataset
+    files: list[str] = field(default_factory=list)
+    dropped: Counter = field(default_factory=Counter)
+
+
+# ---------------------------------------------------------------- writing
+def _arrow_type(name: str, value):
+    import pyarrow as pa
+
+    if isinstance(value, bool):
+        return pa.bool_()
+    if name.endswith("attention_mask"):
+        return pa.list_(pa.int8())
+    if isinstance(value, (list, tuple)):
+        return pa.list_(pa.int32())
+    return None  # let pyarrow infer
+
+
+def to_table(examples: list[dict]):
+    """A pyarrow Table of encoded examples (the columns of the first one)."""
+    import pyarrow as pa
+
+    columns = {}
+    for key, first in examples[0].items():
+        columns[key] = pa.array([e[key] for e in examples], type=_arrow_type(key, first))
+    return pa.table(columns)
+
+
+class ShardWriter:
+    """Appends chunks of encoded examples to one Arrow (stream format) file, the layout ``Dataset.from_file`` maps."""
+
+    def __init__(self, path: str):
+        self.path, self.rows, self._sink, self._writer = path, 0, None, None
+
+    def write(self, examples: list[dict]) -> None:
+        import pyarrow as pa
+
+        if not examples:
+            return
+        table = to_table(examples)
+        if self._writer is None:
+            self._schema = table.schema
+            self._sink = pa.OSFile(self.path, "wb")
+            self._writer = pa.ipc.new_stream(self._sink, table.schema)
+        elif table.schema != self._schema:
+            table = table.cast(self._schema)
+        self._writer.write_table(table)
+        self.rows += len(examples)
+
+    def close(self) -> str | None:
+        """The file's path, or None when nothing was written (no file then)."""
+        if self._writer is None:
+            return None
+        self._writer.close()
+        self._sink.close()
+        return self.path
+
+
+def open_shards(files: list[str]):
+    """One memory-mapped Dataset over the Arrow files, in order (an empty Dataset for none)."""
+    from datasets import Dataset, concatenate_datasets
+
+    parts = [Dataset.from_file(path, in_memory=False) for path in files]
+    if not parts:
+        return Dataset.from_dict({})
+    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+
+
+# ---------------------------------------------------------------- encoding
+def _encode_serially(records, kind, template, tokenizer, cutoff_len, options, chunks, writer) -> Counter:
+    """One process: while a chunk's examples are put together (Python), a helper thread tokenizes the next chunk's
+    texts (the Rust tokenizer releases the GIL); each chunk's examples are written out as soon as they are done."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .encode import _chunk_tokens, _encode_chunk
+
+    dropped: Counter = Counter()
+    if not chunks:
+        return dropped
+
+    def part(i):
+        start, end = chunks[i]
+        return list(records[start:end])
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunery-tokenize") as pool:
+        current = part(0)
+        upcoming = pool.submit(_chunk_tokens, current, kind, template, tokenizer, options)
+        for i in range(len(chunks)):
+            memo = upcoming.result()
+            following = part(i + 1) if i + 1 < len(chunks) else None
+            if following is not None:
+                upcoming = pool.submit(_chunk_tokens, following, kind, template, tokenizer, options)
+            examples, why = _encode_chunk(current, kind, template, tokenizer, cutoff_len, options, memo)
+            writer.write(examples)
+            dropped.update(why)
+            current = following
+    return dropped
+
+
+_JOB: dict = {}  # set before the pool forks: the records and the encoder's settings (nothing pickled per task)
+
+
+def _run_shard(task: tuple[int, int, str]) -> tuple[str | None, Counter]:
+    from .encode import _encode_chunk
+
+    first, last, path = task
+    job = _JOB
+    writer, dropped = ShardWriter(path), Counter()
+    for start, end in job["chunks"][first:last]:
+        examples, why = _encode_chunk(list(job["records"][start:end]), job["kind"], job["template"],
+                                      job["tokenizer"], job["cutoff_len"], job["options"])
+        writer.write(examples)
+        dropped.update(why)
+    return writer.close(), dropped
+
+
+def encode_to_arrow(records, stage: str, template, tokenizer, cutoff_len: int, folder: str, prefix: str = "train",
+                    *, train_on_prompt: bool = False, mask_history: bool = False, packing: bool = True,
+                    discard_history_cot: bool = False, num_workers: int = 1, chunk_size: int = 256) -> EncodedArrow:
+    """Encode ``records`` for ``stage`` into Arrow files ``folder/prefix-NNNNN.arrow`` (what ``encode_dataset``
+    returns, as a memory-mapped Dataset): same examples, same order, same drop counts for any ``num_workers``."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ..errors import ConfigError, did_you_mean
+    from .encode import LF_BATCH_SIZE, STAGE_ENCODERS
+
+    if stage not in STAGE_ENCODERS:
+        raise ConfigError(f"unknown stage '{stage}'{did_you_mean(stage, STAGE_ENCODERS)}; "
+                          f"available: {', '.join(STAGE_ENCODERS)}")
+    if cutoff_len <= 0:
+        raise ConfigError(f"cutoff_len must be positive, got {cutoff_len}")
+    kind = STAGE_ENCODERS[stage]
+    if kind == "supervised" and train_on_prompt and template.efficient_eos:
+        raise ConfigError(f"template '{template.name}' does not support train_on_prompt (it uses efficient_eos)")
+    options = {"train_on_prompt": train_on_prompt, "mask_history": mask_history, "packing": packing,
+               "discard_history_cot": discard_history_cot}
+    size = LF_BATCH_SIZE if kind in ("pretrain", "kto") else max(1, chunk_size)
+    chunks = [(i, min(i + size, len(records))) for i in range(0, len(records), size)]
+    os.makedirs(folder, exist_ok=True)
+    files: list[str] = []
+    dropped: Counter = Counter()
+    if num_workers > 1 and len(chunks) > 1:
+        shards = min(len(chunks), num_workers * SHARDS_PER_WORKER)
+        bounds = [round(i * len(chunks) / shards) for i in range(shards + 1)]
+        tasks = [(bounds[i], bounds[i + 1], os.path.join(folder, f"{prefix}-{i:05d}.arrow")) for i in range(shards)]
+        before = os.environ.get("TOKENIZERS_PARALLELISM")
+        os.environ["TOKENIZERS_PARALLELISM"] = before or "false"
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        _JOB.update(records=records, kind=kind, template=template, tokenizer=tokenizer, cutoff_len=cutoff_len,
+                    options=options, chunks=chunks)
+        try:
+            with ProcessPoolExecutor(max_workers=min(num_workers, shards), mp_context=context) as pool:
+                for path, why in pool.map(_run_shard, tasks):
+                    if path:
+                        files.append(path)
+                    dropped.update(why)
+        finally:
+            _JOB.clear()
+            if before is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM", None)
+    else:
+        writer = ShardWriter(os.path.join(folder, f"{prefix}-00000.arrow"))
+        dropped = _encode_serially(records, kind, template, tokenizer, cutoff_len, options, chunks, writer)
+        path = writer.close()
+        files = [path] if path else []
+    if dropped:
+        logger.warning("dropped %d of %d records while encoding (%s)", sum(dropped.values()), len(records),
+                       ", ".join(f"{reason}: {n}" for reason, n in dropped.most_common()))
+    return EncodedArrow(open_shards(files), files, dropped)
+
+
+# ---------------------------------------------------------------- packing
+def pack_to_arrow(dataset, cutoff_len: int, batch_size: int, path: str) -> tuple[object, dict, list[str]]:
+    """sft packing over a Dataset, one preprocessing batch at a time: (packed Dataset, counts, files)."""
+    from .packing import greedy_knapsack, pack_group, packed_cutoff, summary_from_counts
+
+    capacity = packed_cutoff(cutoff_len)
+    writer = ShardWriter(path)
+    sequences = tokens = 0
+    step = max(1, batch_size)
+    for columns in dataset.iter(batch_size=step):
+        batch = [{"input_ids": ids, "labels": labels} for ids, labels in zip(columns["input_ids"], columns["labels"])
+                 if 0 < len(ids) <= capacity]
+        rows = [pack_group([batch[i] for i in group])
+                for group in greedy_knapsack([len(e["input_ids"]) for e in batch], capacity)]
+        writer.write(rows)
+        sequences += len(rows)
+        tokens += sum(len(r["input_ids"]) for r in rows)
+    written = writer.close()
+    files = [written] if written else []
+    return open_shards(files), summary_from_counts(len(dataset), sequences, tokens, cutoff_len), files

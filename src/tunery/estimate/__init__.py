@@ -1,0 +1,1 @@
+"""``tunery estimate``: whether a run fits and how long it takes, before any weights load."""

@@ -1,0 +1,85 @@
+"""The models' own chat templates on their real vocabularies (llama.cpp's ggml-vocab-*.gguf + official Jinja).
+
+For each family: the converted tokenizer gives llama.cpp's reference ids for its test texts; with ``template:
+tokenizer`` a conversation's input_ids are exactly ``apply_chat_template`` of it, and the trained tokens are exactly
+each assistant turn's content and its end-of-turn text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llama_cpp_material import llama_cpp_material, official_template, tokenizer, vocab_cases  # noqa: F401
+from tunery.data.encode import encode_supervised
+from tunery.data.records import IGNORE_INDEX, AlignedRecord
+from tunery.data.templates import TokenizerTemplate
+
+JINJA_DIR = Path(__file__).parent / "data" / "jinja"
+# (vocab, template file, the end-of-turn text the template puts after an answer)
+FAMILIES = {
+    "llama3.1": ("llama-bpe", "meta-llama-Llama-3.1-8B-Instruct", "<|eot_id|>"),
+    "deepseek-r1-distill-llama": ("llama-bpe", "deepseek-ai-DeepSeek-R1-Distill-Llama-8B", "<｜end▁of▁sentence｜>"),
+    "llama2": ("llama-spm", None, " </s>"),
+    "qwen2.5": ("qwen2", "Qwen-Qwen2.5-7B-Instruct", "<|im_end|>"),
+    "qwen3": ("qwen2", "Qwen-Qwen3-0.6B", "<|im_end|>"),
+    "deepseek-r1-distill-qwen": ("qwen2", "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", "<｜end▁of▁sentence｜>"),
+    "phi3.5": ("phi-3", "microsoft-Phi-3.5-mini-instruct", "<|end|>"),
+}
+# texts where transformers' conversion of the .gguf vocabulary differs from llama.cpp's reference ids
+KNOWN_VOCAB_DIFFERENCES = {"llama-bpe": 1, "llama-spm": 15}  # a Vietnamese word; whitespace-only texts (prefix space)
+
+PROMPT = [{"role": "user", "content": "Hi there"},
+          {"role": "assistant", "content": "<think>\nA greeting.\n</think>\n\nHello! How can I help?"},
+          {"role": "user", "content": "你好，今天天气怎么样？"}, {"role": "assistant", "content": "It is sunny.\nEnjoy."},
+          {"role": "user", "content": "Write code:\n  def f(x): return x"}]
+RESPONSE = [{"role": "assistant", "content": "def f(x):\n    return x"}]
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family(request, llama_cpp_material):  # noqa: F811
+    vocab, name, eot = FAMILIES[request.param]
+    tok = tokenizer(llama_cpp_material, vocab)
+    text = official_template(llama_cpp_material, name) if name else (
+        (JINJA_DIR / "llama2.jinja").read_text(encoding="utf-8").split("\n", 1)[1])
+    tok.chat_template = text
+    if name and "DeepSeek-R1" in name:  # the distilled models' tokenizers add DeepSeek's turn tokens to the base vocabulary
+        tok.add_tokens(["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>"],
+                       special_tokens=True)
+    return request.param, vocab, tok, eot
+
+
+def test_vocabulary_matches_llama_cpp(family, llama_cpp_material):  # noqa: F811
+    _, vocab, tok, _ = family
+    bad = [text for text, ids in vocab_cases(llama_cpp_material, vocab) if tok.encode(text, add_special_tokens=False) != ids]
+    assert len(bad) == KNOWN_VOCAB_DIFFERENCES.get(vocab, 0), bad
+
+
+@pytest.mark.parametrize("system", [None, "You are terse."])
+def test_own_template_ids_and_labels(family, system):
+    name, _, tok, eot = family
+    template = TokenizerTemplate(tok)
+    messages = ([{"role": "system", "content": system}] if system else []) + PROMPT + RESPONSE
+    expected = tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"]
+    record = AlignedRecord(prompt=PROMPT, response=RESPONSE, system=system or "", tools="")
+    example = encode_supervised(record, template, tok, cutoff_len=4096)
+    assert example["input_ids"] == expected
+    runs, run = [], []
+    for i, label in zip(example["input_ids"], example["labels"]):
+        if label != IGNORE_INDEX:
+            assert label == i
+            run.append(i)
+        elif run:
+            runs.append(run)
+            run = []
+    if run:
+        runs.append(run)
+    trained = [tok.decode(r) for r in runs]
+    answers = [m["content"] for m in PROMPT + RESPONSE if m["role"] == "assistant"]
+    assert len(trained) == len(answers), trained
+    for text, answer in zip(trained, answers):
+        final = answer.split("</think>")[-1].strip()
+        assert text.rstrip().endswith(final + eot.rstrip()) or text.endswith(final + eot), (name, text)
+        assert "Hi there" not in text and "Write code" not in text
+    assert template.stop_token_ids(tok)[-1] == tok.convert_tokens_to_ids(eot.strip()) or eot.strip() not in tok.get_vocab()
