@@ -47,7 +47,7 @@ def test_unknown_yaml_key_names_the_file(tmp_path):
 
 
 def test_bad_choice_and_bad_type_are_one_line_errors():
-    with pytest.raises(ConfigError, match="choose one of: lora, freeze, full"):
+    with pytest.raises(ConfigError, match="choose one of: lora, oft, freeze, full"):
         parse_config("chat", ["--finetuning_type", "qlora"])
     with pytest.raises(ConfigError, match="expects an integer"):
         parse_config("chat", ["--lora_rank", "eight"])

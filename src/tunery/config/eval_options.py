@@ -30,6 +30,9 @@ OPTIONS = [
     Option("save_dir", "str", None, "Folder for results.json (not written when unset).", G),
     Option("backend", "str", "native", "native: Tunery's scorer; lm_eval: EleutherAI's lm-evaluation-harness "
            "(pip install lm-eval) on the same model and adapter.", G, choices=("native", "lm_eval")),
+    Option("download_mode", "str", "reuse_dataset_if_exists", "Hub benchmarks: reuse_dataset_if_exists (the "
+           "prepared cache), reuse_cache_if_exists (the downloaded files) or force_redownload.", G,
+           choices=("reuse_dataset_if_exists", "reuse_cache_if_exists", "force_redownload"), advanced=True),
     Option("tasks", "list", None, "lm_eval task names, comma-separated (backend: lm_eval).", G),
 ]
 

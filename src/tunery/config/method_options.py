@@ -14,6 +14,7 @@ R = "method: rlhf"
 
 STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto", "grpo")
 IMPLEMENTED_STAGES = STAGES  # every stage has a recipe in tunery.train.run
+ADAPTER_TYPES = ("lora", "oft")  # methods that train a PEFT adapter (saved as adapter_model.safetensors)
 # LLaMA-Factory's pref_loss values, then TRL's further DPOTrainer losses (train/dpo.py maps them onto TRL).
 PREF_LOSSES = ("sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo", "robust", "exo_pair", "nca_pair", "bco_pair",
                "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm")
@@ -25,7 +26,7 @@ def _below_half(value):
 OPTIONS = [
     Option("stage", "str", "sft", "Training stage: pt (pre-training on text), sft, rm (reward model), ppo, dpo "
            "(also orpo/simpo through pref_loss), kto or grpo (online RL with reward functions, on TRL's GRPOTrainer).", G, choices=STAGES),
-    Option("finetuning_type", "str", "lora", "How the model is trained.", G, choices=("lora", "freeze", "full")),
+    Option("finetuning_type", "str", "lora", "How the model is trained.", G, choices=("lora", "oft", "freeze", "full")),
     Option("plot_loss", "bool", False, "Save training_loss.png (raw and smoothed) after training.", G),
     Option("include_effective_tokens_per_second", "bool", False, "Log non-pad tokens per second.", G, advanced=True),
     Option("compute_accuracy", "bool", False, "Compute token accuracy at evaluation.", G, advanced=True),
@@ -33,10 +34,6 @@ OPTIONS = [
            advanced=True),
     Option("pure_bf16", "bool", False, "Train in pure bf16 (no fp32 master weights).", G, advanced=True),
     Option("disable_gradient_checkpointing", "bool", False, "Turn gradient checkpointing off.", G, advanced=True),
-    Option("use_llama_pro", "bool", False, "LLaMA Pro block expansion.", G, advanced=True, unsupported="LLaMA Pro"),
-    Option("use_adam_mini", "bool", False, "Adam-mini optimizer.", G, advanced=True, unsupported="Adam-mini"),
-    Option("use_galore", "bool", False, "GaLore optimizer.", G, advanced=True, unsupported="GaLore"),
-    Option("use_badam", "bool", False, "BAdam optimizer.", G, advanced=True, unsupported="BAdam"),
     # LoRA
     Option("lora_rank", "int", 8, "LoRA rank r.", L, check=positive),
     Option("lora_alpha", "int", None, "LoRA scale alpha (default: 2 × lora_rank).", L, check=positive),
@@ -97,10 +94,10 @@ OPTIONS = [
 
 
 def _lora_only(cfg) -> None:
-    if cfg.finetuning_type != "lora" and cfg.adapter_name_or_path and cfg.command == "train":
-        raise ConfigError(f"{cfg.where}: option 'adapter_name_or_path' needs finetuning_type: lora "
+    if cfg.finetuning_type not in ADAPTER_TYPES and cfg.adapter_name_or_path and cfg.command == "train":
+        raise ConfigError(f"{cfg.where}: option 'adapter_name_or_path' needs finetuning_type: lora or oft "
                           f"(got {cfg.finetuning_type})")
-    if cfg.finetuning_type != "lora" and cfg.quantization_bit is not None and cfg.command == "train":
+    if cfg.finetuning_type not in ADAPTER_TYPES and cfg.quantization_bit is not None and cfg.command == "train":
         raise ConfigError(f"{cfg.where}: quantization_bit trains a LoRA adapter on a quantized model (QLoRA) — set "
                           f"finetuning_type: lora (got {cfg.finetuning_type}) or drop quantization_bit")
 

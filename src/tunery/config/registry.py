@@ -7,10 +7,14 @@ from functools import lru_cache
 from tunery.config import (
     data_options,
     eval_options,
+    extras_options,
     generation_options,
     grpo_options,
+    logging_options,
     method_options,
     model_options,
+    optimizer_options,
+    refused_options,
     run_options,
     serve_options,
     train_options,
@@ -18,14 +22,15 @@ from tunery.config import (
 from tunery.config.hf_args import hf_options
 from tunery.config.option import Option, Rule
 
-_MODULES = (model_options, data_options, method_options, grpo_options, train_options, generation_options,
-            eval_options, serve_options, run_options)
+_MODULES = (model_options, data_options, method_options, optimizer_options, extras_options, grpo_options,
+            train_options, logging_options, generation_options, eval_options, serve_options, run_options,
+            refused_options)
 
 # Groups listed by `tunery <command> -h` (every command accepts every option, so LLaMA-Factory YAML files that mix
 # training and generation keys work unchanged; options a command does not use are ignored by it).
 COMMAND_GROUPS = {
-    "train": ("model", "data", "method", "method: lora", "method: freeze", "method: rlhf", "output",
-              "training (transformers)", "generation", "run"),
+    "train": ("model", "data", "method", "method: lora", "method: oft", "method: freeze", "method: rlhf",
+              "optimizer", "output", "logging", "training (transformers)", "generation", "run"),
     "estimate": ("model", "data", "method", "method: lora", "method: freeze", "method: rlhf", "output",
                  "training (transformers)", "estimate"),
     "chat": ("model", "data", "method", "generation", "compare", "inference"),

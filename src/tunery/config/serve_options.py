@@ -77,8 +77,8 @@ def _export_target(cfg) -> None:
         if source and _same_path(cfg.export_dir, source):
             raise ConfigError(f"{cfg.where}: option 'export_dir' = {cfg.export_dir!r} is the folder of the model or "
                               "adapter being exported — choose a new folder")
-    if cfg.adapter_name_or_path and cfg.finetuning_type != "lora":
-        raise ConfigError(f"{cfg.where}: option 'adapter_name_or_path' needs finetuning_type: lora "
+    if cfg.adapter_name_or_path and cfg.finetuning_type not in ("lora", "oft"):
+        raise ConfigError(f"{cfg.where}: option 'adapter_name_or_path' needs finetuning_type: lora or oft "
                           f"(got {cfg.finetuning_type})")
 
 

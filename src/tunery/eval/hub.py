@@ -71,7 +71,7 @@ def _row(row: dict, where: str) -> Question:
     return Question(str(question).strip(), tuple(str(c).strip() for c in choices), letter, where)
 
 
-def load_hub(name: str, split: str, n_shot: int) -> list[Subject]:
+def load_hub(name: str, split: str, n_shot: int, download_mode: str | None = None) -> list[Subject]:
     bench = HUB[name]
     splits = dict(bench.splits)
     if split not in splits:
@@ -88,7 +88,7 @@ def load_hub(name: str, split: str, n_shot: int) -> list[Subject]:
             if part == "dev" and n_shot == 0:
                 continue
             try:
-                rows = datasets.load_dataset(bench.repo, key, split=splits[part])
+                rows = datasets.load_dataset(bench.repo, key, split=splits[part], download_mode=download_mode)
             except Exception as err:  # noqa: BLE001 - reported as one line with the fix
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise DataError(f"could not load {bench.repo} subject '{key}' split '{splits[part]}' through datasets "

@@ -60,7 +60,7 @@ def run_eval(cfg) -> int:
     from tunery.eval.tasks import load_benchmark
 
     bench = load_benchmark(cfg.task, cfg.task_dir, cfg.split, cfg.n_shot, cfg.lang,
-                           split_explicit="split" in cfg.explicit)
+                           split_explicit="split" in cfg.explicit, download_mode=cfg.download_mode)
     logger.info("benchmark %s (%s): %d subjects, %d %s questions, %d-shot, prompts in %s", bench.name, bench.source,
                 len(bench.subjects), bench.size, bench.split, cfg.n_shot, bench.lang)
 

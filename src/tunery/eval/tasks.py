@@ -271,13 +271,13 @@ def check_n_shot(subjects: list, n_shot: int) -> None:
 
 
 def load_benchmark(task: str, task_dir: str | None, split: str, n_shot: int, lang: str | None = None,
-                   split_explicit: bool = False) -> Benchmark:
+                   split_explicit: bool = False, download_mode: str | None = None) -> Benchmark:
     """Resolve `task`, read (or download) every subject, check n_shot; nothing heavy is imported for folders."""
     ref = resolve_task(task, task_dir, split, split_explicit)
     if ref.hub:
         from tunery.eval.hub import hub_mapping, load_hub
 
-        subjects, source = load_hub(ref.hub, ref.split, n_shot), ref.hub
+        subjects, source = load_hub(ref.hub, ref.split, n_shot, download_mode), ref.hub
         lang = lang or default_lang(ref, subjects)
         apply_mapping(subjects, hub_mapping(ref.hub))
     else:

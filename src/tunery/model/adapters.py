@@ -108,8 +108,8 @@ def load_adapters(model, cfg, is_trainable: bool):
     adapters = list(cfg.adapter_name_or_path or [])
     if not adapters:
         return model
-    if cfg.finetuning_type != "lora":
-        raise TuneryError("adapter_name_or_path needs finetuning_type: lora")
+    if cfg.finetuning_type not in ("lora", "oft"):
+        raise TuneryError("adapter_name_or_path needs finetuning_type: lora (or oft)")
     resume = is_trainable and not cfg.create_new_adapter
     to_merge, to_resume = (adapters[:-1], adapters[-1]) if resume else (adapters, None)
     for path in to_merge:
@@ -136,32 +136,26 @@ def _peft_load(peft_class, model, path: str, **kwargs):
         raise unsafe_file(path) or refused_file(path) from None
 
 
-def setup_lora(model, cfg):
-    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
-
-    if isinstance(model, PeftModel):
-        return model  # continuing an adapter loaded by load_adapters
-    targets = list(cfg.lora_target)
+def adapter_targets(model, cfg, option: str) -> list[str]:
+    """The module names of `lora_target`/`oft_target` ('all': every linear layer but the heads); with use_llama_pro
+    only those inside the expanded blocks."""
+    targets = list(getattr(cfg, option))
     if targets == ["all"]:
         targets = linear_module_names(model)
     else:
         present = set(linear_module_names(model))
         missing = [t for t in targets if t not in present]
         if missing:
-            raise TuneryError(f"lora_target: {', '.join(missing)} not found in the model — its linear layers are: "
+            raise TuneryError(f"{option}: {', '.join(missing)} not found in the model — its linear layers are: "
                               f"{', '.join(sorted(present))} (or use 'all')")
-    config = LoraConfig(
-        task_type=TaskType.SEQ_CLS if is_reward_model(model) else TaskType.CAUSAL_LM,  # SEQ_CLS trains `score` too
-        r=cfg.lora_rank,
-        lora_alpha=cfg.lora_alpha or cfg.lora_rank * 2,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=targets,
-        modules_to_save=list(cfg.additional_target) if cfg.additional_target else None,
-        use_rslora=cfg.use_rslora,
-        use_dora=cfg.use_dora,
-        init_lora_weights="pissa_niter_16" if cfg.pissa_init else True,
-    )
-    model = get_peft_model(model, config)
+    if getattr(cfg, "use_llama_pro", False):
+        from tunery.model.llama_pro import expanded_modules
+
+        targets = expanded_modules(model, targets, cfg.freeze_trainable_layers)
+    return targets
+
+
+def _keep_trainable_fp32(model, cfg):
     # Trainable weights stay fp32 even when the base is loaded in half precision (stable updates).
     import torch
 
@@ -171,10 +165,68 @@ def setup_lora(model, cfg):
     return model
 
 
+def setup_oft(model, cfg):
+    """OFT (orthogonal fine-tuning) through PEFT's OFTConfig: oft_rank or oft_block_size, module_dropout."""
+    from peft import OFTConfig, PeftModel, TaskType, get_peft_model
+
+    if isinstance(model, PeftModel):
+        return model
+    config = OFTConfig(task_type=TaskType.SEQ_CLS if is_reward_model(model) else TaskType.CAUSAL_LM,
+                       r=cfg.oft_rank, oft_block_size=cfg.oft_block_size, module_dropout=cfg.module_dropout,
+                       target_modules=adapter_targets(model, cfg, "oft_target"),
+                       modules_to_save=list(cfg.additional_target) if cfg.additional_target else None)
+    return _keep_trainable_fp32(get_peft_model(model, config), cfg)
+
+
+def pissa_init_weights(cfg):
+    """PEFT's init_lora_weights for pissa_init: fast SVD with pissa_iter iterations, or the exact SVD (-1)."""
+    if not cfg.pissa_init:
+        return True
+    return "pissa" if cfg.pissa_iter == -1 else f"pissa_niter_{cfg.pissa_iter}"
+
+
+def _modules_to_save(model, cfg) -> list[str] | None:
+    """additional_target; when new tokens resized the vocabulary (and none is given), the embeddings and the output
+    head, so the new rows are trained and saved with the adapter (LLaMA-Factory's rule)."""
+    if cfg.additional_target:
+        return list(cfg.additional_target)
+    if cfg.resize_vocab and not is_reward_model(model):
+        wanted = {model.get_input_embeddings(), model.get_output_embeddings()}
+        names = sorted({name.split(".")[-1] for name, module in model.named_modules() if module in wanted})
+        logger.info("vocabulary resized: %s trained in full and saved with the adapter", ", ".join(names))
+        return names or None
+    return None
+
+
+def setup_lora(model, cfg):
+    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+
+    if isinstance(model, PeftModel):
+        return model  # continuing an adapter loaded by load_adapters
+    targets = adapter_targets(model, cfg, "lora_target")
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS if is_reward_model(model) else TaskType.CAUSAL_LM,  # SEQ_CLS trains `score` too
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha or cfg.lora_rank * 2,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        modules_to_save=_modules_to_save(model, cfg),
+        use_rslora=cfg.use_rslora,
+        use_dora=cfg.use_dora,
+        init_lora_weights=pissa_init_weights(cfg),
+    )
+    return _keep_trainable_fp32(get_peft_model(model, config), cfg)
+
+
 def setup_freeze(model, cfg):
     num_layers = model.config.num_hidden_layers
     n = cfg.freeze_trainable_layers
-    layer_ids = range(max(0, num_layers - n), num_layers) if n > 0 else range(min(-n, num_layers))
+    if getattr(cfg, "use_llama_pro", False):
+        from tunery.model.llama_pro import expanded_layer_ids
+
+        layer_ids = expanded_layer_ids(num_layers, n)
+    else:
+        layer_ids = range(max(0, num_layers - n), num_layers) if n > 0 else range(min(-n, num_layers))
     modules = list(cfg.freeze_trainable_modules)
     extra = list(cfg.freeze_extra_modules or [])
     pattern = re.compile(r"\.layers\.(\d+)\.")
@@ -199,18 +251,22 @@ def prepare_for_training(model, cfg):
     if not cfg.disable_gradient_checkpointing and asked:
         kwargs = (cfg.values.get("activation_checkpointing_kwargs") or cfg.values.get("gradient_checkpointing_kwargs")
                   or {})
-        kwargs = {"use_reentrant": False, **(kwargs if isinstance(kwargs, dict) else {})}
+        reentrant = bool(getattr(cfg, "use_reentrant_gc", False))
+        kwargs = {"use_reentrant": reentrant, **(kwargs if isinstance(kwargs, dict) else {})}
+        reentrant = kwargs["use_reentrant"]
         if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x's name (the old one warns)
             extra = {k: kwargs.pop(k) for k in ("every_n_layers", "offload") if k in kwargs}
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, **extra)
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         model.config.use_cache = False
-        if cfg.finetuning_type == "lora":
-            model.enable_input_require_grads()
+        if cfg.finetuning_type in ("lora", "oft") or reentrant:
+            model.enable_input_require_grads()  # reentrant checkpoints need an input that requires grad
     model = load_adapters(model, cfg, is_trainable=True)
     if cfg.finetuning_type == "lora":
         model = setup_lora(model, cfg)
+    elif cfg.finetuning_type == "oft":
+        model = setup_oft(model, cfg)
     elif cfg.finetuning_type == "freeze":
         model = setup_freeze(model, cfg)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

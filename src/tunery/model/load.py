@@ -50,6 +50,12 @@ def load_tokenizer(cfg):
         if added:
             logger.info("added %d new special tokens; embeddings will be resized", added)
             cfg.resize_vocab = True
+    if getattr(cfg, "add_tokens", None) or getattr(cfg, "add_special_tokens", None) \
+            or getattr(cfg, "new_special_tokens_config", None):
+        from tunery.model.tokens import add_new_tokens
+
+        if add_new_tokens(tokenizer, cfg):
+            cfg.resize_vocab = True
     return tokenizer
 
 
@@ -105,9 +111,14 @@ def quantization_config(cfg):
                               bnb_4bit_quant_type=cfg.quantization_type)
 
 
-def load_model(cfg, tokenizer, path: str | None = None, model_class=None, what: str = "model", **extra):
+_UNSET = object()
+
+
+def load_model(cfg, tokenizer, path: str | None = None, model_class=None, what: str = "model",
+               quantization_bit=_UNSET, **extra):
     """Load the model (no adapters yet) in the dtype and attention implementation the options ask for: a causal LM
-    unless ``model_class`` says otherwise (e.g. AutoModelForSequenceClassification with ``num_labels=1``)."""
+    unless ``model_class`` says otherwise (e.g. AutoModelForSequenceClassification with ``num_labels=1``).
+    ``quantization_bit`` overrides the option for a second model (the reference or reward model's own setting)."""
     if model_class is None:
         from transformers import AutoModelForCausalLM as model_class
 
@@ -116,12 +127,21 @@ def load_model(cfg, tokenizer, path: str | None = None, model_class=None, what: 
     attn = attention_implementation(cfg)
     if attn:
         kwargs["attn_implementation"] = attn
-    qconfig = quantization_config(cfg)
+    qcfg = cfg if quantization_bit is _UNSET else _with_bits(cfg, quantization_bit)
+    qconfig = quantization_config(qcfg)
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+        use_auto = cfg.command != "train" and getattr(cfg, "quantization_device_map", None) == "auto"
+        kwargs["device_map"] = "auto" if use_auto else {"": int(os.environ.get("LOCAL_RANK", "0"))}
+        kwargs["offload_folder"] = getattr(cfg, "offload_folder", None)
+    moe_coef = getattr(cfg, "moe_aux_loss_coef", None)
     try:
-        model = model_class.from_pretrained(path, **kwargs)
+        if getattr(cfg, "train_from_scratch", False) and cfg.command == "train":
+            model = _from_config(model_class, path, cfg, kwargs, moe_coef)
+        else:
+            if moe_coef is not None:
+                kwargs.update(router_aux_loss_coef=moe_coef, output_router_logits=cfg.command == "train")
+            model = model_class.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
         raise _load_error(what, path, err) from None
     except pickle.UnpicklingError:  # transformers loads .bin weights with weights_only=True and refused one
@@ -131,10 +151,43 @@ def load_model(cfg, tokenizer, path: str | None = None, model_class=None, what: 
     if cfg.enable_liger_kernel:
         _apply_liger(model)
     vocab = len(tokenizer)
-    if cfg.resize_vocab or model.get_input_embeddings().weight.shape[0] < vocab:
+    before = model.get_input_embeddings().weight.shape[0]
+    if cfg.resize_vocab or before < vocab:
         logger.info("resizing embeddings to the tokenizer's %d tokens", vocab)
         model.resize_token_embeddings(vocab, pad_to_multiple_of=64 if cfg.resize_vocab else None)
+        if before < vocab and hasattr(cfg, "init_special_tokens"):
+            from tunery.model.tokens import initialise_new_embeddings
+
+            initialise_new_embeddings(model, tokenizer, cfg, before)
+    if cfg.command != "train" and hasattr(cfg, "use_kv_cache"):
+        model.config.use_cache = cfg.use_kv_cache
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.use_cache = cfg.use_kv_cache
     return model
+
+
+def _with_bits(cfg, bits):
+    """A view of the options with another quantization_bit (for quantization_config)."""
+    from tunery.config.loader import Config
+
+    return Config(cfg.command, dict(cfg.values, quantization_bit=bits), set(cfg.explicit), cfg.where)
+
+
+def _from_config(model_class, path, cfg, kwargs, moe_coef):
+    """train_from_scratch: the model's architecture from its config, with freshly initialised weights."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, **_hub_kwargs(cfg))
+    if moe_coef is not None:
+        config.router_aux_loss_coef = moe_coef
+        config.output_router_logits = True
+    for key in ("num_labels",):
+        if key in kwargs:
+            setattr(config, key, kwargs[key])
+    attn = kwargs.get("attn_implementation")
+    logger.info("train_from_scratch: %s weights initialised randomly from its config", path)
+    return model_class.from_config(config, dtype=kwargs["dtype"], trust_remote_code=cfg.trust_remote_code,
+                                   **({"attn_implementation": attn} if attn else {}))
 
 
 def _apply_liger(model) -> None:

@@ -134,10 +134,11 @@ def check_resume_point(path: str, cfg) -> None:
                           "an earlier checkpoint-N folder, or drop resume_from_checkpoint to use the last complete one")
     fix = "pass --overwrite_output_dir to start over, or choose another output_dir"
     names = set(os.listdir(path))
-    if cfg.finetuning_type == "lora" and not names & set(ADAPTER_WEIGHTS):
+    adapter_type = cfg.finetuning_type in ("lora", "oft")
+    if adapter_type and not names & set(ADAPTER_WEIGHTS):
         raise ConfigError(f"checkpoint '{path}' holds full model weights but finetuning_type is lora — resume it "
                           f"with the finetuning_type it was trained with, or {fix}")
-    if cfg.finetuning_type != "lora" and names & set(ADAPTER_WEIGHTS):
+    if not adapter_type and names & set(ADAPTER_WEIGHTS):
         raise ConfigError(f"checkpoint '{path}' holds a LoRA adapter but finetuning_type is {cfg.finetuning_type} — "
                           f"resume it with finetuning_type: lora, or {fix}")
     ours = _model_config(cfg.model_name_or_path)

@@ -45,7 +45,9 @@ def load_reference_model(cfg, tokenizer):
     (the policy with its adapter switched off is the reference) and a second copy of the base model otherwise."""
     from tunery.model.load import load_model
 
-    if not cfg.ref_model and cfg.finetuning_type == "lora":
+    from tunery.config.method_options import ADAPTER_TYPES
+
+    if not cfg.ref_model and cfg.finetuning_type in ADAPTER_TYPES:
         return None
     model = load_model(cfg, tokenizer, path=cfg.ref_model or cfg.model_name_or_path)
     model = merge_adapter(model, cfg.ref_model_adapters if cfg.ref_model else None)

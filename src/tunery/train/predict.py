@@ -16,9 +16,11 @@ PREDICTIONS_FILE = "generated_predictions.jsonl"
 
 def generation_kwargs(cfg, template, tokenizer) -> dict:
     """transformers generate() arguments from the generation options (greedy drops the sampling ones)."""
-    kwargs = {"do_sample": cfg.do_sample, "num_beams": cfg.num_beams, "max_new_tokens": cfg.max_new_tokens,
+    num_beams = getattr(cfg, "eval_num_beams", None) or cfg.num_beams
+    kwargs = {"do_sample": cfg.do_sample, "num_beams": num_beams, "max_new_tokens": cfg.max_new_tokens,
               "repetition_penalty": cfg.repetition_penalty, "length_penalty": cfg.length_penalty,
-              "eos_token_id": template.stop_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+              "eos_token_id": template.stop_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+              "use_cache": getattr(cfg, "use_kv_cache", True)}
     if cfg.do_sample and cfg.temperature > 1e-5:
         kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
     else:
@@ -39,7 +41,7 @@ def generate(model, tokenizer, prompts: list[list[int]], batch_size: int, kwargs
         input_ids = pad(batch, tokenizer.pad_token_id, side="left").to(model.device)
         mask = pad([[1] * len(p) for p in batch], 0, side="left").to(model.device)
         with torch.inference_mode():
-            generated = model.generate(input_ids=input_ids, attention_mask=mask, use_cache=True, **kwargs)
+            generated = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
         for row in generated[:, input_ids.shape[1]:].tolist():
             out.append([t for t in row if t != tokenizer.pad_token_id])
     return out

@@ -5,12 +5,18 @@ from __future__ import annotations
 from transformers import Trainer
 
 from tunery.data.collate import build_collator
+from tunery.train.sft_losses import SftLossMixin
 from tunery.train.trainer_base import TuneryTrainerMixin
 from tunery.train.workflow import Stage, run_stage
 
 
-class SftTrainer(TuneryTrainerMixin, Trainer):
-    """transformers' Trainer with Tunery's shared pieces (LoRA+, in-order batches, stored metrics)."""
+class SftTrainer(SftLossMixin, TuneryTrainerMixin, Trainer):
+    """transformers' Trainer with Tunery's shared pieces (LoRA+, in-order batches, stored metrics) and the optional
+    DFT/EAFT/ASFT losses."""
+
+    def __init__(self, *args, ref_model=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.setup_sft_loss(ref_model)
 
 
 def seq2seq_collator(cfg, tokenizer, multiple_of, model=None):
@@ -35,13 +41,18 @@ def token_accuracy(eval_pred) -> dict[str, float]:
     return {"accuracy": float((preds[mask] == labels[mask]).mean()) if mask.any() else 0.0}
 
 
-def _accuracy(cfg, tokenizer) -> dict:
-    if not cfg.compute_accuracy:
-        return {}
-    return {"compute_metrics": token_accuracy, "preprocess_logits_for_metrics": _argmax}
+def _sft_kwargs(cfg, tokenizer) -> dict:
+    kwargs = {}
+    if cfg.compute_accuracy:
+        kwargs.update(compute_metrics=token_accuracy, preprocess_logits_for_metrics=_argmax)
+    if cfg.use_asft_loss and cfg.do_train:
+        from tunery.train.models import load_reference_model
+
+        kwargs["ref_model"] = load_reference_model(cfg, tokenizer)  # None for adapters: the base is the reference
+    return kwargs
 
 
-SFT = Stage(SftTrainer, build_collator, trainer_kwargs=_accuracy)  # packing-aware; plain padding otherwise
+SFT = Stage(SftTrainer, build_collator, trainer_kwargs=_sft_kwargs)  # packing-aware; plain padding otherwise
 
 
 def run_sft(cfg) -> None:

@@ -45,6 +45,10 @@ class TuneryTrainerMixin:
         self._stored: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
 
     def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            from tunery.train.optimizers import create_custom_optimizer
+
+            self.optimizer = create_custom_optimizer(self.model if model is None else model, self.args, self.cfg)
         if self.optimizer is None and self.cfg.loraplus_lr_ratio and self.cfg.finetuning_type == "lora":
             opt_model = self.model if model is None else model
             decay = set(self.get_decay_parameter_names(opt_model))
@@ -56,6 +60,23 @@ class TuneryTrainerMixin:
             logger.info("LoRA+ optimizer: lora_B learning rate %g (ratio %g)",
                         self.args.learning_rate * self.cfg.loraplus_lr_ratio, self.cfg.loraplus_lr_ratio)
         return super().create_optimizer(model)
+
+    def _sparse_grads(self) -> bool:
+        return bool(getattr(self.cfg, "use_badam", False)) and self.cfg.badam_mode == "ratio"
+
+    def _clip_grad_norm(self, model):
+        if self._sparse_grads():  # ratio-wise BAdam: sparse gradients, which torch's clip_grad_norm_ cannot norm
+            from tunery.train.optimizers import clip_sparse_aware
+
+            return clip_sparse_aware(model.parameters(), self.args.max_grad_norm)
+        return super()._clip_grad_norm(model)
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        if grad_norm is None and self._sparse_grads():
+            from tunery.train.optimizers import clip_sparse_aware
+
+            grad_norm = clip_sparse_aware(model.parameters(), float("inf"))
+        return super()._get_grad_norm(model, grad_norm)
 
     def _get_train_sampler(self, train_dataset=None):
         if self.cfg.disable_shuffling:

@@ -109,6 +109,7 @@ def run_stage(cfg, stage: Stage) -> None:
     )
     from tunery.train.callbacks import InterruptCallback, LogCallback
     from tunery.train.checkpoints import check_fits_model
+    from tunery.train.extra_callbacks import option_callbacks
     from tunery.train.ranks import check_ranks_agree
 
     # 1. Everything that can fail on the user's input happens before the model loads.
@@ -149,7 +150,7 @@ def run_stage(cfg, stage: Stage) -> None:
         eval_dataset=data.eval or None,
         data_collator=stage.collator(cfg, tokenizer, multiple_of, model),
         processing_class=tokenizer,
-        callbacks=[LogCallback(cfg.output_dir), interrupt],
+        callbacks=[LogCallback(cfg.output_dir), interrupt, *option_callbacks(cfg)],
         **stage.trainer_kwargs(cfg, tokenizer),
     )
 
