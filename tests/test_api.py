@@ -246,8 +246,13 @@ def test_tool_call_parsers_read_what_the_formats_write():
     from tunery.data.templates.tools import FunctionCall, TOOL_FORMATS
 
     calls = [FunctionCall("get_weather", json.dumps({"city": "Paris"}))]
+    from tunery.errors import DataError
+
     for name, fmt in TOOL_FORMATS.items():
-        text = fmt.calls(calls)
+        try:
+            text = fmt.calls(calls)
+        except DataError:  # a format Tunery cannot write yet (lfm2) is refused in one line, so never parsed
+            continue
         content, parsed = parse_tool_calls(text, name)
         assert [(c.name, json.loads(c.arguments)) for c in parsed] == [("get_weather", {"city": "Paris"})], name
     assert parse_tool_calls("Just a friendly answer.", "qwen") is None

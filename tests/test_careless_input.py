@@ -234,7 +234,7 @@ def test_stop_during_preprocessing_ends_every_worker(tiny_llama3_dir, tmp_path, 
 
 # -- 4. training loop ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("options,expected", [
-    ({"max_steps": 0}, "option 'max_steps' is 0, which trains nothing"),
+    ({"max_steps": 0}, "option 'max_steps' = 0: must be -1 (unset) or greater than 0"),
     ({"max_steps": -1, "num_train_epochs": 0}, "option 'num_train_epochs' is 0, which trains nothing"),
 ])
 def test_zero_length_training_is_refused(tiny_llama3_dir, tmp_path, capsys, options, expected):

@@ -80,7 +80,51 @@ def _glm4(text: str):
     return "", [ToolCall(name.strip(), _dumps(args))]
 
 
+def _value(raw: str):
+    """An XML-style argument value: JSON where it parses (numbers, lists, objects), else the text itself."""
+    raw = raw.strip()
+    parsed = _json(raw)
+    return raw if parsed is None else parsed
+
+
+def _tagged(start: str, pattern: str, arg_pattern: str):
+    """Calls written as tags (GLM-4.5, Seed-OSS, MiniMax-M2): ``pattern`` finds (name, body) per call,
+    ``arg_pattern`` (key, value) per argument in the body."""
+    def parse(text: str):
+        found = re.findall(pattern, text, re.DOTALL)
+        if not found:
+            return None
+        calls = [ToolCall(name.strip(), _dumps({k.strip(): _value(v) for k, v in re.findall(arg_pattern, body,
+                                                                                              re.DOTALL)}))
+                 for name, body in found]
+        return text[: text.find(start)].strip(), calls
+
+    return parse
+
+
+def _json_block(start: str, end: str):
+    def parse(text: str):
+        bodies = re.findall(re.escape(start) + r"\s*(.+?)\s*" + re.escape(end), text, re.DOTALL)
+        calls = []
+        for body in bodies:
+            for line in body.splitlines():
+                found = _from_objects(_json(line.strip()), "arguments") if line.strip() else []
+                if found is None:
+                    return None
+                calls += found
+        return (text[: text.find(start)].strip(), calls) if calls else None
+
+    return parse
+
+
 PARSERS = {
+    "glm4_moe": _tagged("<tool_call>", r"<tool_call>\s*([^\n<]+)(.*?)(?=<tool_call>|</tool_call>|$)",
+                        r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>"),
+    "seed_oss": _tagged("<seed:tool_call>", r"<function=([^>\n]+)>?(.*?)</function>",
+                        r"<parameter=([^>]+)>(.*?)</parameter>"),
+    "minimax1": _json_block("<tool_calls>", "</tool_calls>"),
+    "minimax2": _tagged("<invoke", r'<invoke name="([^"]+)">(.*?)</invoke>',
+                        r'<parameter name="([^"]+)">(.*?)</parameter>'),
     "default": _default,
     "qwen": _qwen,
     "llama3": _whole_json("parameters"),

@@ -357,13 +357,17 @@ def _encode_records(records, kind, template, tokenizer, cutoff_len, options) -> 
 _WORKER: dict = {}
 
 
-def _init_worker(kind, template, tokenizer, cutoff_len, options) -> None:
+def quiet_worker_signals() -> None:
     import signal
 
     # Ctrl-C reaches the whole process group: the parent alone handles it (and ends the workers), so no worker prints
     # a traceback; SIGTERM (what ending them sends) kills a worker at once, even one blocked writing to its pipe
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _init_worker(kind, template, tokenizer, cutoff_len, options) -> None:
+    quiet_worker_signals()
     _WORKER.update(kind=kind, template=template, tokenizer=tokenizer, cutoff_len=cutoff_len, options=options)
 
 
@@ -373,7 +377,12 @@ def _run_chunk(records: list[AlignedRecord]) -> tuple[list[dict], Counter]:
 
 
 def _map_in_pool(context, workers: int, chunks: list, initargs: tuple) -> list:
-    """``_run_chunk`` over ``chunks`` in ``workers`` processes, in order. Ctrl-C reaches the whole process group, so
+    return map_in_pool(context, workers, _run_chunk, chunks, _init_worker, initargs)
+
+
+def map_in_pool(context, workers: int, func, chunks: list, initializer, initargs: tuple) -> list:
+    """``func`` over ``chunks`` in ``workers`` processes, in order (``initializer`` must call
+    :func:`quiet_worker_signals`). Ctrl-C reaches the whole process group, so
     the workers ignore it (while they start, a handler that only takes note of it) and the parent alone handles it:
     the first Ctrl-C or SIGTERM ends every worker at once and then propagates; further presses while that happens are
     swallowed, so the clean-up always completes and no worker outlives the parent. A worker killed from outside (out
@@ -403,16 +412,16 @@ def _map_in_pool(context, workers: int, chunks: list, initargs: tuple) -> list:
         pending.append(signum)
 
     others = {p.pid for p in multiprocessing.active_children()}
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=initargs)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=initializer, initargs=initargs)
     try:
         for s in stops:
             signal.signal(s, defer)
-        futures = [pool.submit(_run_chunk, chunks[0])]
+        futures = [pool.submit(func, chunks[0])]
         for s in stops:
             signal.signal(s, first_only)
         if pending:  # pressed while the workers were starting
             first_only(pending[0], None)
-        futures += [pool.submit(_run_chunk, chunk) for chunk in chunks[1:]]
+        futures += [pool.submit(func, chunk) for chunk in chunks[1:]]
         parts = [future.result() for future in futures]
     except BaseException as err:
         stopping.append(None)  # a signal during the clean-up is swallowed

@@ -151,10 +151,8 @@ def encode_to_arrow(records, stage: str, template, tokenizer, cutoff_len: int, f
                     discard_history_cot: bool = False, num_workers: int = 1, chunk_size: int = 256) -> EncodedArrow:
     """Encode ``records`` for ``stage`` into Arrow files ``folder/prefix-NNNNN.arrow`` (what ``encode_dataset``
     returns, as a memory-mapped Dataset): same examples, same order, same drop counts for any ``num_workers``."""
-    from concurrent.futures import ProcessPoolExecutor
-
     from ..errors import ConfigError, did_you_mean
-    from .encode import LF_BATCH_SIZE, STAGE_ENCODERS
+    from .encode import LF_BATCH_SIZE, STAGE_ENCODERS, map_in_pool, quiet_worker_signals
 
     if stage not in STAGE_ENCODERS:
         raise ConfigError(f"unknown stage '{stage}'{did_you_mean(stage, STAGE_ENCODERS)}; "
@@ -182,11 +180,11 @@ def encode_to_arrow(records, stage: str, template, tokenizer, cutoff_len: int, f
         _JOB.update(records=records, kind=kind, template=template, tokenizer=tokenizer, cutoff_len=cutoff_len,
                     options=options, chunks=chunks)
         try:
-            with ProcessPoolExecutor(max_workers=min(num_workers, shards), mp_context=context) as pool:
-                for path, why in pool.map(_run_shard, tasks):
-                    if path:
-                        files.append(path)
-                    dropped.update(why)
+            for path, why in map_in_pool(context, min(num_workers, shards), _run_shard, tasks,
+                                         quiet_worker_signals, ()):
+                if path:
+                    files.append(path)
+                dropped.update(why)
         finally:
             _JOB.clear()
             if before is None:
@@ -199,7 +197,35 @@ def encode_to_arrow(records, stage: str, template, tokenizer, cutoff_len: int, f
     if dropped:
         logger.warning("dropped %d of %d records while encoding (%s)", sum(dropped.values()), len(records),
                        ", ".join(f"{reason}: {n}" for reason, n in dropped.most_common()))
-    return EncodedArrow(open_shards(files), files, dropped)
+    dataset = open_shards(files)
+    if not (kind == "pretrain" and packing):
+        warn_truncation(dataset, cutoff_len)
+    return EncodedArrow(dataset, files, dropped)
+
+
+def warn_truncation(dataset, cutoff_len: int) -> None:
+    """The encoder's truncation warning, counted on the Arrow columns (no rows materialised)."""
+    import pyarrow.compute as pc
+
+    from .encode import TRUNCATION_WARN_SHARE
+
+    if dataset is None or not len(dataset):
+        return
+    names = dataset.column_names
+    keys = [k for k in ("input_ids", "chosen_input_ids", "rejected_input_ids") if k in names][:1 if
+                                                                                          "input_ids" in names else 2]
+    lengths = None
+    for key in keys:
+        column = pc.list_value_length(dataset.data.column(key))
+        lengths = column if lengths is None else pc.max_element_wise(lengths, column)
+    if lengths is None:
+        return
+    reached = pc.sum(pc.greater_equal(lengths, cutoff_len)).as_py() or 0
+    share = reached / len(dataset)
+    if share >= TRUNCATION_WARN_SHARE:
+        logger.warning("cutoff_len %d truncates %.0f%% of the examples (%d of %d) — raise cutoff_len or shorten the "
+                       "records; `tunery preview` shows by how much", cutoff_len, 100 * share, reached,
+                       len(dataset))
 
 
 # ---------------------------------------------------------------- packing
