@@ -42,6 +42,11 @@ def config(model, out, **options):
 
 
 # -- optimizers --------------------------------------------------------------------------------------------------------
+def needs(module: str):
+    """The optimizer packages are the `optimizers` extra (the README's test command installs it)."""
+    return pytest.importorskip(module, reason=f"{module} missing — pip install -e '.[optimizers]'")
+
+
 def one_step(tiny_llama3_dir, tmp_path, **options):
     """Build the optimizer the options ask for on the full tiny model and take one step on a real batch."""
     from transformers import AutoModelForCausalLM
@@ -63,6 +68,7 @@ def one_step(tiny_llama3_dir, tmp_path, **options):
 
 
 def test_galore_projects_the_targeted_weights(tiny_llama3_dir, tmp_path):
+    needs("galore_torch")
     model, optimizer, changed = one_step(tiny_llama3_dir, tmp_path, use_galore="true", galore_rank=4,
                                          galore_target="mlp", galore_scale=0.5)
     assert type(optimizer).__module__.startswith("galore_torch")
@@ -77,6 +83,7 @@ def test_galore_projects_the_targeted_weights(tiny_llama3_dir, tmp_path):
 
 
 def test_galore_layerwise_steps_inside_backward(tiny_llama3_dir, tmp_path):
+    needs("galore_torch")
     from transformers.trainer_pt_utils import LayerWiseDummyOptimizer
 
     model, optimizer, changed = one_step(tiny_llama3_dir, tmp_path, use_galore="true", galore_layerwise="true")
@@ -85,6 +92,7 @@ def test_galore_layerwise_steps_inside_backward(tiny_llama3_dir, tmp_path):
 
 
 def test_apollo_uses_its_scaling_and_scale_front(tiny_llama3_dir, tmp_path):
+    needs("apollo_torch")
     model, optimizer, changed = one_step(tiny_llama3_dir, tmp_path, use_apollo="true", apollo_rank=4,
                                          apollo_scale_type="tensor", apollo_scale_front="true")
     assert type(optimizer).__module__ == "apollo_torch.apollo" and optimizer.scale_front
@@ -95,12 +103,14 @@ def test_apollo_uses_its_scaling_and_scale_front(tiny_llama3_dir, tmp_path):
 
 
 def test_badam_layer_mode_trains_one_block(tiny_llama3_dir, tmp_path):
+    needs("badam")
     model, optimizer, changed = one_step(tiny_llama3_dir, tmp_path, use_badam="true", badam_switch_mode="descending")
     assert type(optimizer).__name__ == "BlockOptimizer"
     assert changed and all(".layers.1." in n for n in changed)  # descending: the last layer first
 
 
 def test_badam_ratio_mode_trains_with_clipping(tiny_llama3_dir, tmp_path):
+    needs("badam")
     out = tmp_path / "ratio"
     assert train(tiny_llama3_dir, out, finetuning_type="full", use_badam="true", badam_mode="ratio",
                  badam_update_ratio=0.1) == 0
@@ -108,6 +118,7 @@ def test_badam_ratio_mode_trains_with_clipping(tiny_llama3_dir, tmp_path):
 
 
 def test_adam_mini_keeps_one_second_moment_per_block(tiny_llama3_dir, tmp_path):
+    needs("adam_mini")
     model, optimizer, changed = one_step(tiny_llama3_dir, tmp_path, use_adam_mini="true")
     assert type(optimizer).__name__ == "Adam_mini"
     q = model.model.layers[0].self_attn.q_proj.weight
