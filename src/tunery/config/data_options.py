@@ -32,10 +32,11 @@ OPTIONS = [
     Option("cutoff_len", "int", 2048, "Maximum tokens per example after tokenization.", G, check=positive),
     Option("train_on_prompt", "bool", False, "Also train on the prompt tokens.", G, advanced=True),
     Option("mask_history", "bool", False, "Train only on the last assistant turn.", G, advanced=True),
-    Option("streaming", "bool", False, "Stream the dataset instead of loading it whole.", G, advanced=True,
-           unsupported="Tunery streams data files into Arrow and memory-maps the encoded examples (flat memory), "
-                       "and caches the encoding, so a second run starts training at once"),
-    Option("buffer_size", "int", 16384, "Shuffle buffer size when streaming.", G, check=positive, advanced=True),
+    Option("streaming", "bool", False, "Stream the dataset (pt, sft): read, encoded and packed on the fly as an "
+           "IterableDataset, nothing written to disk; needs max_steps. Without it Tunery still keeps memory flat and "
+           "caches the encoding.", G, advanced=True),
+    Option("buffer_size", "int", 16384, "Shuffle buffer size when streaming (examples).", G, check=positive,
+           advanced=True),
     Option("mix_strategy", "str", "concat", "How several datasets are mixed.", G,
            choices=("concat", "interleave_under", "interleave_over"), advanced=True),
     Option("interleave_probs", "list", None, "Sampling probabilities for interleaving, comma-separated.", G,
@@ -102,6 +103,12 @@ def _preview_dataset(cfg) -> None:
                           f"{os.path.join(cfg.dataset_dir, 'dataset_info.json')}")
 
 
+def _streaming(cfg) -> None:
+    from tunery.data.streaming import check_streaming
+
+    check_streaming(cfg)
+
+
 def _packing(cfg) -> None:
     from tunery.data.packing import check_packing_options
 
@@ -113,5 +120,6 @@ RULES = [
     Rule(_preview_dataset, frozenset({"preview"})),
     Rule(_packing, frozenset({"train", "preview"})),
     Rule(_interleave, frozenset({"train"})),
+    Rule(_streaming, frozenset({"train"})),
     Rule(_val_and_eval, frozenset({"train"})),
 ]

@@ -40,6 +40,7 @@ class PreparedData:
     unpacked: object | None = None  # the training examples before packing (kept only when asked: preview)
     files: dict = field(default_factory=dict)  # split -> Arrow file names (in the encoding folder)
     cache_entry: str | None = None  # the encoding cache folder the data lives in
+    figures: dict = field(default_factory=dict)  # split -> examples/tokens/trained_tokens, counted while writing
 
 
 # ---------------------------------------------------------------- loading
@@ -227,10 +228,11 @@ def encode_loaded(cfg, loaded, template, tokenizer, strict: bool = True, keep_un
     dropped = dict(loaded.dropped)
     loaded_count = len(loaded.train) + sum(dropped.values())
     files: dict[str, list[str]] = {}
+    figures: dict[str, dict] = {}
     train = open_shards([])
     if loaded.train:
         encoded = _encode_split(cfg, loaded.train, template, tokenizer, folder, "train")
-        train, files["train"] = encoded.dataset, encoded.files
+        train, files["train"], figures["train"] = encoded.dataset, encoded.files, encoded.figures
         for reason, n in encoded.dropped.items():
             dropped[f"encoding: {reason}"] = dropped.get(f"encoding: {reason}", 0) + n
     if not len(train) and strict:
@@ -238,7 +240,7 @@ def encode_loaded(cfg, loaded, template, tokenizer, strict: bool = True, keep_un
     evaluation = None
     if loaded.eval:
         encoded = _encode_split(cfg, loaded.eval, template, tokenizer, folder, "eval")
-        evaluation, files["eval"] = encoded.dataset, encoded.files
+        evaluation, files["eval"], figures["eval"] = encoded.dataset, encoded.files, encoded.figures
         for reason, n in encoded.dropped.items():
             dropped[f"eval encoding: {reason}"] = dropped.get(f"eval encoding: {reason}", 0) + n
         if not len(evaluation) and strict:
@@ -250,16 +252,17 @@ def encode_loaded(cfg, loaded, template, tokenizer, strict: bool = True, keep_un
     if packing_enabled(cfg):
         batch = cfg.preprocessing_batch_size or 1000
         files["unpacked"] = files.pop("train", [])
-        prepared.train, prepared.packing, files["train"] = pack_to_arrow(
+        prepared.train, prepared.packing, files["train"], figures["train"] = pack_to_arrow(
             train, cfg.cutoff_len, batch, os.path.join(folder, "train-packed.arrow"))
         if prepared.eval is not None:
             files["unpacked_eval"] = files.pop("eval", [])
-            prepared.eval, _, files["eval"] = pack_to_arrow(prepared.eval, cfg.cutoff_len, batch,
-                                                            os.path.join(folder, "eval-packed.arrow"))
+            prepared.eval, _, files["eval"], figures["eval"] = pack_to_arrow(
+                prepared.eval, cfg.cutoff_len, batch, os.path.join(folder, "eval-packed.arrow"))
         logger.info("packed %d examples into %d sequences of at most %d tokens (%.0f%% full)%s", len(train),
                     len(prepared.train), cfg.cutoff_len - 1, 100 * prepared.packing["fill"],
                     ", packed examples attend only to themselves" if cfg.neat_packing else "")
     prepared.files = {split: [os.path.basename(f) for f in names] for split, names in files.items()}
+    prepared.figures = figures
     return prepared
 
 
@@ -290,7 +293,8 @@ def _from_tokenized_path(cfg, tokenizer, path: str) -> PreparedData:
     _check_cached_layout(cfg, path, train)
     return PreparedData(train if train is not None else [], evaluation, dict(meta.get("dropped", {})),
                         dict(meta.get("placeholders", {})), num_examples=meta.get("num_examples", len(train or [])),
-                        packing=meta.get("packing"), tokenized_path=path, from_cache=True)
+                        packing=meta.get("packing"), tokenized_path=path, from_cache=True,
+                        figures=dict(meta.get("figures") or {}))
 
 
 def _from_entry(entry: str, meta: dict, from_cache: bool) -> PreparedData:
@@ -301,7 +305,8 @@ def _from_entry(entry: str, meta: dict, from_cache: bool) -> PreparedData:
     split = {name: open_shards([os.path.join(entry, f) for f in names]) for name, names in files.items()}
     return PreparedData(split.get("train", open_shards([])), split.get("eval"), dict(meta.get("dropped", {})),
                         dict(meta.get("placeholders", {})), num_examples=meta.get("num_examples", 0),
-                        packing=meta.get("packing"), from_cache=from_cache, files=files, cache_entry=entry)
+                        packing=meta.get("packing"), from_cache=from_cache, files=files, cache_entry=entry,
+                        figures=dict(meta.get("figures") or {}))
 
 
 def prepare_datasets(cfg, tokenizer, template) -> PreparedData:
@@ -315,6 +320,10 @@ def prepare_datasets(cfg, tokenizer, template) -> PreparedData:
     started = time.perf_counter()
     check_packing_options(cfg)
     check_template_tokens(template, tokenizer, getattr(cfg, "model_name_or_path", "") or "")
+    if getattr(cfg, "streaming", False):
+        from tunery.data.streaming import stream_datasets
+
+        return stream_datasets(cfg, tokenizer, template)
     path = cfg.tokenized_path
     if path and cache.has_tokenized_data(path) and not cfg.overwrite_cache:
         return _from_tokenized_path(cfg, tokenizer, path)
@@ -337,7 +346,8 @@ def prepare_datasets(cfg, tokenizer, template) -> PreparedData:
             prepared = encode_loaded(cfg, load_to_arrow(cfg, workdir), template, tokenizer, folder=workdir)
             os.remove(os.path.join(workdir, "records.arrow"))  # the records are encoded: only the examples stay
             meta = {"options": options, "dropped": prepared.dropped, "placeholders": prepared.placeholders,
-                    "num_examples": prepared.num_examples, "packing": prepared.packing, "files": prepared.files}
+                    "num_examples": prepared.num_examples, "packing": prepared.packing, "files": prepared.files,
+                    "figures": prepared.figures}
             entry = encoding_cache.commit(key, workdir, meta)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -345,7 +355,7 @@ def prepare_datasets(cfg, tokenizer, template) -> PreparedData:
         prepared = _from_entry(entry, meta, from_cache=False)  # mapped from the entry's final place
     if path:
         meta = {"options": options, "dropped": prepared.dropped, "placeholders": prepared.placeholders,
-                "num_examples": prepared.num_examples, "packing": prepared.packing}
+                "num_examples": prepared.num_examples, "packing": prepared.packing, "figures": prepared.figures}
         cache.save_tokenized(path, prepared.train, prepared.eval, meta)
         prepared.tokenized_path = path
     logger.info("training examples: %d%s; data ready in %.1f s", len(prepared.train),

@@ -3,7 +3,9 @@
 * :func:`encode_supervised` = ``SupervisedDatasetProcessor._encode_data_example`` (every assistant turn trained);
 * :func:`encode_pretrain` = ``PretrainDatasetProcessor`` (texts + eos, concatenated and cut in cutoff_len blocks);
 * :func:`encode_pairwise` (rm/dpo), :func:`encode_unsupervised` (ppo / predict), :func:`encode_kto` (kto);
-* :func:`encode_dataset` runs the right one over a list of records, optionally in a process pool.
+* :func:`encoding_plan` / :func:`chunk_bounds`: the checks and chunking every encoding path shares
+  (:func:`tunery.data.encoded.encode_to_arrow` runs the encoders; :func:`encode_dataset` reads its output back as a
+  list for small uses).
 
 Templates must have been applied to the tokenizer first (``template.fix_tokenizer(tokenizer)``): the eos id the
 encoders use is the tokenizer's.
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 from collections import Counter
 from collections.abc import Sequence
 from itertools import chain
@@ -76,16 +77,6 @@ def bound_texts(records: Sequence[AlignedRecord], limit: int) -> tuple[list[Alig
                              system=(record.system or "")[:limit], tools=(record.tools or "")[:limit])
         out.append(record)
     return out, n_cut
-
-
-def reach_share(examples: Sequence[dict], cutoff_len: int) -> float:
-    """Share of encoded examples whose kept length reached cutoff_len: the truncation rule fills exactly cutoff_len
-    tokens when it cuts, so these are the truncated ones (plus any that were exactly that long)."""
-    if not examples:
-        return 0.0
-    keys = ("input_ids",) if "input_ids" in examples[0] else ("chosen_input_ids", "rejected_input_ids")
-    reached = sum(1 for e in examples if max(len(e[k]) for k in keys if k in e) >= cutoff_len)
-    return reached / len(examples)
 
 
 def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:
@@ -296,24 +287,6 @@ def _encode_chunk(records: list[AlignedRecord], kind: str, template, tokenizer, 
         return _encode_records(records, kind, template, tokenizer, cutoff_len, options)
 
 
-def _encode_chunks_serially(chunks, kind, template, tokenizer, cutoff_len, options) -> list:
-    """One process: while a chunk's examples are put together (Python), a helper thread tokenizes the next chunk's
-    texts (the Rust tokenizer releases the GIL), so both cores stay busy."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if not chunks:
-        return []
-    parts = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunery-tokenize") as pool:
-        upcoming = pool.submit(_chunk_tokens, chunks[0], kind, template, tokenizer, options)
-        for i, chunk in enumerate(chunks):
-            memo = upcoming.result()
-            if i + 1 < len(chunks):
-                upcoming = pool.submit(_chunk_tokens, chunks[i + 1], kind, template, tokenizer, options)
-            parts.append(_encode_chunk(chunk, kind, template, tokenizer, cutoff_len, options, memo))
-    return parts
-
-
 def _encode_records(records, kind, template, tokenizer, cutoff_len, options) -> tuple[list[dict], Counter]:
     dropped: Counter = Counter()
     if kind == "pretrain":
@@ -354,9 +327,6 @@ def _encode_records(records, kind, template, tokenizer, cutoff_len, options) -> 
     return out, dropped
 
 
-_WORKER: dict = {}
-
-
 def quiet_worker_signals() -> None:
     import signal
 
@@ -364,20 +334,6 @@ def quiet_worker_signals() -> None:
     # a traceback; SIGTERM (what ending them sends) kills a worker at once, even one blocked writing to its pipe
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _init_worker(kind, template, tokenizer, cutoff_len, options) -> None:
-    quiet_worker_signals()
-    _WORKER.update(kind=kind, template=template, tokenizer=tokenizer, cutoff_len=cutoff_len, options=options)
-
-
-def _run_chunk(records: list[AlignedRecord]) -> tuple[list[dict], Counter]:
-    w = _WORKER
-    return _encode_chunk(records, w["kind"], w["template"], w["tokenizer"], w["cutoff_len"], w["options"])
-
-
-def _map_in_pool(context, workers: int, chunks: list, initargs: tuple) -> list:
-    return map_in_pool(context, workers, _run_chunk, chunks, _init_worker, initargs)
 
 
 def map_in_pool(context, workers: int, func, chunks: list, initializer, initargs: tuple) -> list:
@@ -441,6 +397,35 @@ def map_in_pool(context, workers: int, func, chunks: list, initializer, initargs
     return parts
 
 
+def encoding_plan(stage: str, template, cutoff_len: int, *, train_on_prompt: bool = False,
+                  mask_history: bool = False, packing: bool = True,
+                  discard_history_cot: bool = False) -> tuple[str, dict]:
+    """The encoder kind of ``stage`` and its options, after the checks every encoding path shares."""
+    if stage not in STAGE_ENCODERS:
+        raise ConfigError(f"unknown stage '{stage}'{did_you_mean(stage, STAGE_ENCODERS)}; "
+                          f"available: {', '.join(STAGE_ENCODERS)}")
+    if cutoff_len <= 0:
+        raise ConfigError(f"cutoff_len must be positive, got {cutoff_len}")
+    kind = STAGE_ENCODERS[stage]
+    if kind == "supervised" and train_on_prompt and template.efficient_eos:
+        raise ConfigError(f"template '{template.name}' does not support train_on_prompt (it uses efficient_eos)")
+    return kind, {"train_on_prompt": train_on_prompt, "mask_history": mask_history, "packing": packing,
+                  "discard_history_cot": discard_history_cot}
+
+
+def chunk_bounds(kind: str, n_records: int, chunk_size: int) -> list[tuple[int, int]]:
+    """(start, end) of each chunk: pt and kto follow LLaMA-Factory's batches of 1000 records (so that results do not
+    depend on the number of workers), the others ``chunk_size``."""
+    size = LF_BATCH_SIZE if kind in ("pretrain", "kto") else max(1, chunk_size)
+    return [(i, min(i + size, n_records)) for i in range(0, n_records, size)]
+
+
+def chunk_text_bound(kind: str, options: dict, tokenizer, cutoff_len: int) -> int | None:
+    """The characters a message may keep before tokenizing (:func:`text_bound`); None for packed pre-training,
+    which uses every token of a text."""
+    return None if kind == "pretrain" and options["packing"] else text_bound(tokenizer, cutoff_len)
+
+
 def encode_dataset(
     records: Sequence[AlignedRecord],
     stage: str,
@@ -454,56 +439,22 @@ def encode_dataset(
     num_workers: int = 1,
     chunk_size: int = 256,
 ) -> EncodedDataset:
-    """Encode ``records`` for ``stage`` (pt, sft, rm, dpo, orpo, simpo, kto, ppo, predict), in order.
+    """Encode ``records`` for ``stage`` (pt, sft, rm, dpo, orpo, simpo, kto, ppo, predict), in order, as a list:
+    :func:`tunery.data.encoded.encode_to_arrow` (the one encoding path) read back, for small uses (preview, tests).
 
     Records that cannot be encoded or leave nothing to train on are dropped and counted in ``result.dropped``.
-    With ``num_workers > 1`` chunks are encoded in a process pool (each worker receives the tokenizer once). pt and
-    kto chunks follow LLaMA-Factory's batches of 1000 records, so results do not depend on ``num_workers``.
     """
-    if stage not in STAGE_ENCODERS:
-        raise ConfigError(f"unknown stage '{stage}'{did_you_mean(stage, STAGE_ENCODERS)}; "
-                          f"available: {', '.join(STAGE_ENCODERS)}")
-    if cutoff_len <= 0:
-        raise ConfigError(f"cutoff_len must be positive, got {cutoff_len}")
-    kind = STAGE_ENCODERS[stage]
-    if kind == "supervised" and train_on_prompt and template.efficient_eos:
-        raise ConfigError(f"template '{template.name}' does not support train_on_prompt (it uses efficient_eos)")
-    options = {"train_on_prompt": train_on_prompt, "mask_history": mask_history, "packing": packing,
-                   "discard_history_cot": discard_history_cot}
-    if not (kind == "pretrain" and packing):  # packed pre-training uses every token of a text
-        limit = text_bound(tokenizer, cutoff_len)
-        records, n_cut = bound_texts(records, limit)
-        if n_cut:
-            logger.warning("%d record(s) have a message longer than %d characters, more than cutoff_len %d can use: "
-                           "cut to that length before tokenizing", n_cut, limit, cutoff_len)
-    size = LF_BATCH_SIZE if kind in ("pretrain", "kto") else max(1, chunk_size)
-    chunks = [list(records[i:i + size]) for i in range(0, len(records), size)]
+    import shutil
+    import tempfile
 
-    result = EncodedDataset()
-    if num_workers > 1 and len(chunks) > 1:
-        # one tokenizer thread per worker process (and no fork warning); the user's own setting is kept, and this
-        # process's tokenizer gets its thread pool back afterwards
-        before = os.environ.get("TOKENIZERS_PARALLELISM")
-        os.environ["TOKENIZERS_PARALLELISM"] = before or "false"
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        try:
-            parts = _map_in_pool(context, min(num_workers, len(chunks)), chunks,
-                                 (kind, template, tokenizer, cutoff_len, options))
-        finally:
-            if before is None:
-                os.environ.pop("TOKENIZERS_PARALLELISM", None)
-    else:
-        parts = _encode_chunks_serially(chunks, kind, template, tokenizer, cutoff_len, options)
-    for examples, dropped in parts:
-        result.extend(examples)
-        result.dropped.update(dropped)
-    if result.dropped:
-        logger.warning("dropped %d of %d records while encoding (%s)", sum(result.dropped.values()), len(records),
-                       ", ".join(f"{reason}: {n}" for reason, n in result.dropped.most_common()))
-    share = reach_share(result, cutoff_len) if not (kind == "pretrain" and packing) else 0.0
-    if share >= TRUNCATION_WARN_SHARE:
-        logger.warning("cutoff_len %d truncates %.0f%% of the examples (%d of %d) — raise cutoff_len or shorten the "
-                       "records; `tunery preview` shows by how much", cutoff_len, 100 * share,
-                       round(share * len(result)), len(result))
-    return result
+    from .encoded import encode_to_arrow
+
+    folder = tempfile.mkdtemp(prefix="tunery-encode-")
+    try:
+        encoded = encode_to_arrow(records, stage, template, tokenizer, cutoff_len, folder,
+                                  train_on_prompt=train_on_prompt, mask_history=mask_history, packing=packing,
+                                  discard_history_cot=discard_history_cot, num_workers=num_workers,
+                                  chunk_size=chunk_size)
+        return EncodedDataset(encoded.dataset.to_list(), encoded.dropped)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

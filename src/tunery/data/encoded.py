@@ -28,11 +28,13 @@ SHARDS_PER_WORKER = 4  # a little more shards than workers evens out their load
 
 @dataclass
 class EncodedArrow:
-    """The Arrow files of one split, the Dataset mapping them, and the records dropped while encoding."""
+    """The Arrow files of one split, the Dataset mapping them, the records dropped while encoding and the split's
+    figures (:func:`table_figures`, counted while writing)."""
 
     dataset: object  # datasets.Dataset
     files: list[str] = field(default_factory=list)
     dropped: Counter = field(default_factory=Counter)
+    figures: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- writing
@@ -46,6 +48,26 @@ def _arrow_type(name: str, value):
     if isinstance(value, (list, tuple)):
         return pa.list_(pa.int32())
     return None  # let pyarrow infer
+
+
+def table_figures(table) -> Counter:
+    """examples, tokens and trained tokens (labels not IGNORE_INDEX) of a table of encoded examples — what the run
+    card reports, counted on the chunk in memory so that nobody reads the whole dataset back for it."""
+    import pyarrow.compute as pc
+
+    from .records import IGNORE_INDEX
+
+    names = table.column_names
+    out = Counter(examples=table.num_rows)
+    key = next((k for k in ("labels", "chosen_labels") if k in names), None)
+    column = key or ("input_ids" if "input_ids" in names else None)
+    if column is None:
+        return out
+    values = pc.list_flatten(table.column(column))
+    out["tokens"] = len(values)
+    if key is not None:
+        out["trained_tokens"] = pc.sum(pc.not_equal(values, IGNORE_INDEX)).as_py() or 0
+    return out
 
 
 def to_table(examples: list[dict]):
@@ -63,6 +85,7 @@ class ShardWriter:
 
     def __init__(self, path: str):
         self.path, self.rows, self._sink, self._writer = path, 0, None, None
+        self.figures: Counter = Counter()
 
     def write(self, examples: list[dict]) -> None:
         import pyarrow as pa
@@ -78,6 +101,7 @@ class ShardWriter:
             table = table.cast(self._schema)
         self._writer.write_table(table)
         self.rows += len(examples)
+        self.figures.update(table_figures(table))
 
     def close(self) -> str | None:
         """The file's path, or None when nothing was written (no file then)."""
@@ -99,108 +123,126 @@ def open_shards(files: list[str]):
 
 
 # ---------------------------------------------------------------- encoding
-def _encode_serially(records, kind, template, tokenizer, cutoff_len, options, chunks, writer) -> Counter:
+def _read_chunk(records, bounds: tuple[int, int], limit: int | None) -> tuple[list, int]:
+    """The chunk's records (messages cut to ``limit`` characters) and how many were cut."""
+    from .encode import bound_texts
+
+    part = list(records[bounds[0]:bounds[1]])
+    return bound_texts(part, limit) if limit is not None else (part, 0)
+
+
+def _encode_serially(records, kind, template, tokenizer, cutoff_len, options, chunks, limit, writer) -> tuple:
     """One process: while a chunk's examples are put together (Python), a helper thread tokenizes the next chunk's
-    texts (the Rust tokenizer releases the GIL); each chunk's examples are written out as soon as they are done."""
+    texts (the Rust tokenizer releases the GIL); each chunk's examples are written out as soon as they are done.
+    Returns (dropped, records cut)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .encode import _chunk_tokens, _encode_chunk
 
     dropped: Counter = Counter()
+    n_cut = 0
     if not chunks:
-        return dropped
-
-    def part(i):
-        start, end = chunks[i]
-        return list(records[start:end])
-
+        return dropped, n_cut
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunery-tokenize") as pool:
-        current = part(0)
+        current, cut = _read_chunk(records, chunks[0], limit)
+        n_cut += cut
         upcoming = pool.submit(_chunk_tokens, current, kind, template, tokenizer, options)
         for i in range(len(chunks)):
             memo = upcoming.result()
-            following = part(i + 1) if i + 1 < len(chunks) else None
-            if following is not None:
+            following = None
+            if i + 1 < len(chunks):
+                following, cut = _read_chunk(records, chunks[i + 1], limit)
+                n_cut += cut
                 upcoming = pool.submit(_chunk_tokens, following, kind, template, tokenizer, options)
             examples, why = _encode_chunk(current, kind, template, tokenizer, cutoff_len, options, memo)
             writer.write(examples)
             dropped.update(why)
             current = following
-    return dropped
+    return dropped, n_cut
 
 
 _JOB: dict = {}  # set before the pool forks: the records and the encoder's settings (nothing pickled per task)
 
 
-def _run_shard(task: tuple[int, int, str]) -> tuple[str | None, Counter]:
+def _run_shard(task: tuple[int, int, str]) -> tuple[str | None, Counter, int, Counter]:
     from .encode import _encode_chunk
 
     first, last, path = task
     job = _JOB
-    writer, dropped = ShardWriter(path), Counter()
-    for start, end in job["chunks"][first:last]:
-        examples, why = _encode_chunk(list(job["records"][start:end]), job["kind"], job["template"],
-                                      job["tokenizer"], job["cutoff_len"], job["options"])
+    writer, dropped, n_cut = ShardWriter(path), Counter(), 0
+    for bounds in job["chunks"][first:last]:
+        part, cut = _read_chunk(job["records"], bounds, job["limit"])
+        examples, why = _encode_chunk(part, job["kind"], job["template"], job["tokenizer"], job["cutoff_len"],
+                                      job["options"])
         writer.write(examples)
         dropped.update(why)
-    return writer.close(), dropped
+        n_cut += cut
+    return writer.close(), dropped, n_cut, writer.figures
+
+
+def _encode_in_pool(num_workers: int, chunks: list, folder: str, prefix: str, job: dict) -> tuple:
+    """Each worker writes its own shard (a contiguous block of chunks): (files, dropped, records cut, figures)."""
+    from .encode import map_in_pool, quiet_worker_signals
+
+    shards = min(len(chunks), num_workers * SHARDS_PER_WORKER)
+    bounds = [round(i * len(chunks) / shards) for i in range(shards + 1)]
+    tasks = [(bounds[i], bounds[i + 1], os.path.join(folder, f"{prefix}-{i:05d}.arrow")) for i in range(shards)]
+    # one tokenizer thread per worker process (and no fork warning); the user's own setting is kept, and this
+    # process's tokenizer gets its thread pool back afterwards
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = before or "false"
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    _JOB.update(job, chunks=chunks)
+    files, dropped, n_cut, figures = [], Counter(), 0, Counter()
+    try:
+        for path, why, cut, counted in map_in_pool(context, min(num_workers, shards), _run_shard, tasks,
+                                                   quiet_worker_signals, ()):
+            if path:
+                files.append(path)
+            dropped.update(why)
+            n_cut += cut
+            figures.update(counted)
+    finally:
+        _JOB.clear()
+        if before is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+    return files, dropped, n_cut, figures
 
 
 def encode_to_arrow(records, stage: str, template, tokenizer, cutoff_len: int, folder: str, prefix: str = "train",
                     *, train_on_prompt: bool = False, mask_history: bool = False, packing: bool = True,
                     discard_history_cot: bool = False, num_workers: int = 1, chunk_size: int = 256) -> EncodedArrow:
-    """Encode ``records`` for ``stage`` into Arrow files ``folder/prefix-NNNNN.arrow`` (what ``encode_dataset``
-    returns, as a memory-mapped Dataset): same examples, same order, same drop counts for any ``num_workers``."""
-    from ..errors import ConfigError, did_you_mean
-    from .encode import LF_BATCH_SIZE, STAGE_ENCODERS, map_in_pool, quiet_worker_signals
+    """Encode ``records`` (a sequence: a list or a RecordView) for ``stage`` into Arrow files
+    ``folder/prefix-NNNNN.arrow``, memory-mapped as one Dataset: same examples, same order, same drop counts for any
+    ``num_workers``. Messages longer than cutoff_len can use are cut before tokenizing (with a warning)."""
+    from .encode import chunk_bounds, chunk_text_bound, encoding_plan
 
-    if stage not in STAGE_ENCODERS:
-        raise ConfigError(f"unknown stage '{stage}'{did_you_mean(stage, STAGE_ENCODERS)}; "
-                          f"available: {', '.join(STAGE_ENCODERS)}")
-    if cutoff_len <= 0:
-        raise ConfigError(f"cutoff_len must be positive, got {cutoff_len}")
-    kind = STAGE_ENCODERS[stage]
-    if kind == "supervised" and train_on_prompt and template.efficient_eos:
-        raise ConfigError(f"template '{template.name}' does not support train_on_prompt (it uses efficient_eos)")
-    options = {"train_on_prompt": train_on_prompt, "mask_history": mask_history, "packing": packing,
-               "discard_history_cot": discard_history_cot}
-    size = LF_BATCH_SIZE if kind in ("pretrain", "kto") else max(1, chunk_size)
-    chunks = [(i, min(i + size, len(records))) for i in range(0, len(records), size)]
+    kind, options = encoding_plan(stage, template, cutoff_len, train_on_prompt=train_on_prompt,
+                                  mask_history=mask_history, packing=packing, discard_history_cot=discard_history_cot)
+    limit = chunk_text_bound(kind, options, tokenizer, cutoff_len)
+    chunks = chunk_bounds(kind, len(records), chunk_size)
     os.makedirs(folder, exist_ok=True)
-    files: list[str] = []
-    dropped: Counter = Counter()
     if num_workers > 1 and len(chunks) > 1:
-        shards = min(len(chunks), num_workers * SHARDS_PER_WORKER)
-        bounds = [round(i * len(chunks) / shards) for i in range(shards + 1)]
-        tasks = [(bounds[i], bounds[i + 1], os.path.join(folder, f"{prefix}-{i:05d}.arrow")) for i in range(shards)]
-        before = os.environ.get("TOKENIZERS_PARALLELISM")
-        os.environ["TOKENIZERS_PARALLELISM"] = before or "false"
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        _JOB.update(records=records, kind=kind, template=template, tokenizer=tokenizer, cutoff_len=cutoff_len,
-                    options=options, chunks=chunks)
-        try:
-            for path, why in map_in_pool(context, min(num_workers, shards), _run_shard, tasks,
-                                         quiet_worker_signals, ()):
-                if path:
-                    files.append(path)
-                dropped.update(why)
-        finally:
-            _JOB.clear()
-            if before is None:
-                os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        job = {"records": records, "kind": kind, "template": template, "tokenizer": tokenizer,
+               "cutoff_len": cutoff_len, "options": options, "limit": limit}
+        files, dropped, n_cut, figures = _encode_in_pool(num_workers, chunks, folder, prefix, job)
     else:
         writer = ShardWriter(os.path.join(folder, f"{prefix}-00000.arrow"))
-        dropped = _encode_serially(records, kind, template, tokenizer, cutoff_len, options, chunks, writer)
+        dropped, n_cut = _encode_serially(records, kind, template, tokenizer, cutoff_len, options, chunks, limit,
+                                          writer)
         path = writer.close()
-        files = [path] if path else []
+        files, figures = ([path] if path else []), writer.figures
+    if n_cut:
+        logger.warning("%d record(s) have a message longer than %d characters, more than cutoff_len %d can use: "
+                       "cut to that length before tokenizing", n_cut, limit, cutoff_len)
     if dropped:
         logger.warning("dropped %d of %d records while encoding (%s)", sum(dropped.values()), len(records),
                        ", ".join(f"{reason}: {n}" for reason, n in dropped.most_common()))
     dataset = open_shards(files)
     if not (kind == "pretrain" and packing):
         warn_truncation(dataset, cutoff_len)
-    return EncodedArrow(dataset, files, dropped)
+    return EncodedArrow(dataset, files, dropped, dict(figures))
 
 
 def warn_truncation(dataset, cutoff_len: int) -> None:
@@ -229,8 +271,8 @@ def warn_truncation(dataset, cutoff_len: int) -> None:
 
 
 # ---------------------------------------------------------------- packing
-def pack_to_arrow(dataset, cutoff_len: int, batch_size: int, path: str) -> tuple[object, dict, list[str]]:
-    """sft packing over a Dataset, one preprocessing batch at a time: (packed Dataset, counts, files)."""
+def pack_to_arrow(dataset, cutoff_len: int, batch_size: int, path: str) -> tuple[object, dict, list[str], dict]:
+    """sft packing over a Dataset, one preprocessing batch at a time: (packed Dataset, counts, files, figures)."""
     from .packing import greedy_knapsack, pack_group, packed_cutoff, summary_from_counts
 
     capacity = packed_cutoff(cutoff_len)
@@ -247,4 +289,5 @@ def pack_to_arrow(dataset, cutoff_len: int, batch_size: int, path: str) -> tuple
         tokens += sum(len(r["input_ids"]) for r in rows)
     written = writer.close()
     files = [written] if written else []
-    return open_shards(files), summary_from_counts(len(dataset), sequences, tokens, cutoff_len), files
+    return (open_shards(files), summary_from_counts(len(dataset), sequences, tokens, cutoff_len), files,
+            dict(writer.figures))

@@ -24,12 +24,58 @@ logger = get_logger(__name__)
 CHUNK_ROWS = 10_000
 
 
+RECORD_COLUMNS = ("prompt", "response", "system", "tools", "kto_tag", "source", "extra")  # kto_tag bool, others text
+
+
+def record_columns(records: list[AlignedRecord]) -> dict[str, list]:
+    """AlignedRecords as columns of strings (messages as JSON) and a bool, the layout :func:`record_from_row` reads."""
+    return {
+        "prompt": [json.dumps(r.prompt, ensure_ascii=False) for r in records],
+        "response": [json.dumps(r.response, ensure_ascii=False) for r in records],
+        "system": [r.system or "" for r in records],
+        "tools": [r.tools or "" for r in records],
+        "kto_tag": [r.kto_tag for r in records],
+        "source": [r.source for r in records],
+        "extra": [json.dumps(r.extra, ensure_ascii=False, default=str) for r in records],
+    }
+
+
+def record_from_row(row: dict) -> AlignedRecord:
+    return AlignedRecord(json.loads(row["prompt"]), json.loads(row["response"]), row["system"], row["tools"],
+                         row["kto_tag"], row["source"], json.loads(row["extra"]))
+
+
+class MappedFile:
+    """A read-only memory map of a file whose pages can be handed back: pages read through a map count in the
+    process's resident memory until it is unmapped, so reading a whole file once would make peak RSS grow with its
+    size; :meth:`release` drops them from this process (they stay in the page cache; a later read maps them
+    again)."""
+
+    def __init__(self, path: str):
+        import mmap
+
+        with open(path, "rb") as fh:
+            self.map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def buffer(self):
+        import pyarrow as pa
+
+        return pa.py_buffer(self.map)
+
+    def release(self) -> None:
+        import mmap
+
+        if hasattr(self.map, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            self.map.madvise(mmap.MADV_DONTNEED)
+
+
 class RecordView:
     """A sequence of AlignedRecords stored in an Arrow table, in ``order`` (record indices): ``len``, ``view[i]`` and
-    ``view[a:b]`` (a list, decoded on demand)."""
+    ``view[a:b]`` (a list, decoded on demand). With ``mapped`` (the table's file), the pages each read touched are
+    handed back after it, so resident memory stays flat however many records are read."""
 
-    def __init__(self, table, order):
-        self.table, self.order = table, np.asarray(order, dtype=np.int64)
+    def __init__(self, table, order, mapped: MappedFile | None = None):
+        self.table, self.order, self.mapped = table, np.asarray(order, dtype=np.int64), mapped
 
     def __len__(self) -> int:
         return len(self.order)
@@ -39,8 +85,9 @@ class RecordView:
 
     def _decode(self, indices) -> list[AlignedRecord]:
         rows = self.table.take(indices).to_pylist()
-        return [AlignedRecord(json.loads(r["prompt"]), json.loads(r["response"]), r["system"], r["tools"],
-                              r["kto_tag"], r["source"], json.loads(r["extra"])) for r in rows]
+        if self.mapped is not None:
+            self.mapped.release()
+        return [record_from_row(r) for r in rows]
 
     def __getitem__(self, item):
         if isinstance(item, slice):
@@ -75,14 +122,10 @@ class _Writer:
 
         if not records:
             return
+        columns = record_columns(records)
         table = pa.table({
-            "prompt": pa.array([json.dumps(r.prompt, ensure_ascii=False) for r in records], pa.string()),
-            "response": pa.array([json.dumps(r.response, ensure_ascii=False) for r in records], pa.string()),
-            "system": pa.array([r.system or "" for r in records], pa.string()),
-            "tools": pa.array([r.tools or "" for r in records], pa.string()),
-            "kto_tag": pa.array([r.kto_tag for r in records], pa.bool_()),
-            "source": pa.array([r.source for r in records], pa.string()),
-            "extra": pa.array([json.dumps(r.extra, ensure_ascii=False, default=str) for r in records], pa.string()),
+            **{name: pa.array(columns[name], pa.bool_() if name == "kto_tag" else pa.string())
+               for name in RECORD_COLUMNS},
             "empty": pa.array([_empty_response(r) for r in records], pa.bool_()),
             "placeholders": pa.array([_placeholder_names(r) for r in records], pa.list_(pa.string())),
         })
@@ -92,14 +135,16 @@ class _Writer:
         self._writer.write_table(table)
         self.count += len(records)
 
-    def close(self):
+    def close(self) -> tuple:
+        """(the written table, memory-mapped; its MappedFile, None when nothing was written)."""
         import pyarrow as pa
 
         if self._writer is None:
-            return pa.table({})
+            return pa.table({}), None
         self._writer.close()
         self._sink.close()
-        return pa.ipc.open_file(pa.memory_map(self.path)).read_all()
+        mapped = MappedFile(self.path)
+        return pa.ipc.open_file(pa.BufferReader(mapped.buffer())).read_all(), mapped
 
 
 def _convert(spec, stage: str, max_samples, seed: int, dropped: dict, placeholders, writer: _Writer) -> int:
@@ -190,7 +235,7 @@ def load_to_arrow(cfg, folder: str):
     for spec in eval_specs:
         _convert(spec, stage, cfg.max_samples, cfg.seed, dropped, cfg.placeholders, writer)
     eval_order = np.arange(eval_start, writer.count) if eval_specs else None
-    table = writer.close()
+    table, mapped = writer.close()
 
     if len(parts) == 1 or cfg.mix_strategy == "concat":
         train = np.concatenate(parts) if parts else np.arange(0)
@@ -220,8 +265,10 @@ def load_to_arrow(cfg, folder: str):
         train = _drop_empty(table, train, dropped)
         if eval_order is not None:
             eval_order = _drop_empty(table, eval_order, dropped)
-    return LoadedData(train=RecordView(table, train),
-                      eval=RecordView(table, eval_order) if eval_order is not None else None,
+    if mapped is not None:
+        mapped.release()  # the columns read above
+    return LoadedData(train=RecordView(table, train, mapped),
+                      eval=RecordView(table, eval_order, mapped) if eval_order is not None else None,
                       dropped=dropped, counts=counts, placeholders=placeholders)
 
 

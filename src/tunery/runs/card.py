@@ -183,9 +183,17 @@ def data_figures(prepared) -> dict[str, Any]:
     from tunery.data.records import IGNORE_INDEX
 
     figures: dict[str, Any] = {"dropped": dict(getattr(prepared, "dropped", {}) or {})}
+    counted = getattr(prepared, "figures", None) or {}
     for split in ("train", "eval"):
         examples = getattr(prepared, split, None)
         if not examples:
+            continue
+        if not hasattr(examples, "__len__"):  # streaming: counted by nobody, read only by the Trainer
+            figures[split] = {"streaming": True}
+            continue
+        if split in counted:  # counted while the encoding was written: the dataset is not read again
+            known = counted[split]
+            figures[split] = {k: int(known.get(k, 0)) for k in ("examples", "tokens", "trained_tokens")}
             continue
         n, tokens, trained = 0, 0, 0
         for example in _iter_rows(examples):
@@ -262,7 +270,9 @@ def summary_markdown(card: dict) -> str:
              f"`{card.get('model_name_or_path')}`, template `{card.get('template')}`",
              "- datasets: " + (", ".join(f"`{n}`" for n in card.get("datasets", {})) or "none")]
     data = card.get("data") or {}
-    if data.get("train"):
+    if data.get("train", {}).get("streaming"):
+        lines.append("- training examples: streamed (encoded on the fly, not counted)")
+    elif data.get("train"):
         train = data["train"]
         lines.append(f"- training examples: {train['examples']} ({train['trained_tokens']} trained tokens of "
                      f"{train['tokens']}); dropped: {sum(data.get('dropped', {}).values())}")
