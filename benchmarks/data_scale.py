@@ -10,9 +10,10 @@ Lines file. Figures per size (default 20k, 100k, 300k records):
 * *preprocessing records/s*: records ÷ the seconds from the dataset names to the encoded training set (the same
   timers benchmarks/preprocess.py uses; imports and tokenizer loading not timed);
 * *command to first step* of a second Tunery run on the same data (its encoding cache hit): wall seconds from the
-  command to the first trainer_log.jsonl line.
+  command to the first trainer_log.jsonl line, and the CPU seconds of that whole run (user + system: on a shared
+  machine the figure least disturbed by the other load). ``--cached-only`` reruns just that run.
 
-    python benchmarks/data_scale.py [--sizes 20000,100000,300000] [--tools tunery,llamafactory] [--json out.json]
+    python benchmarks/data_scale.py [--sizes 20000,100000,300000] [--tools tunery,llamafactory] [--report-only]
 
 Generated data goes to saves/bench/data_scale/ (git-ignored) and is reused across runs of the same size.
 """
@@ -115,9 +116,24 @@ def tunery_run(records: int, cached: bool) -> dict:
     found = PREP_RE.findall(text)
     figures = common.parse_time_v(timing)
     return {"records": records, "peak_rss_mib": figures.get("peak_rss_mib"), "wall_s": round(monitor.wall_s, 2),
+            "cpu_s": figures.get("cpu_s"),
             "preprocess_s": float(found[-1]) if found else None,
             "first_step_s": round(monitor.lines[0]["wall"], 2) if monitor.lines else None,
             "cache_hit": "encoding cache hit" in text}
+
+
+def _cached_figures(cached: dict) -> dict:
+    return {"cached_first_step_s": cached["first_step_s"], "cached_wall_s": cached["wall_s"],
+            "cached_cpu_s": cached["cpu_s"], "cached_peak_rss_mib": cached["peak_rss_mib"],
+            "cached_hit": cached["cache_hit"], "cached_load_avg": common.load_avg()}
+
+
+def remeasure_cached(records: int) -> dict:
+    """Only the cached run again (its cache entry must exist), merged into the saved figures."""
+    saved = json.loads(_saved("tunery", records).read_text())
+    saved.update(_cached_figures(tunery_run(records, cached=True)))
+    common.write_json(_saved("tunery", records), saved)
+    return saved
 
 
 def _saved(tool: str, records: int) -> Path:
@@ -131,8 +147,7 @@ def measure(tool: str, records: int) -> dict | None:
     else:
         result = tunery_run(records, cached=False)
         cached = tunery_run(records, cached=True)
-        result.update(cached_first_step_s=cached["first_step_s"], cached_wall_s=cached["wall_s"],
-                      cached_peak_rss_mib=cached["peak_rss_mib"], cached_hit=cached["cache_hit"])
+        result.update(_cached_figures(cached))
     if result is not None:
         result.update(load_avg=common.load_avg(), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
         common.write_json(_saved(tool, records), result)
@@ -151,7 +166,8 @@ def to_markdown(sizes: list[int]) -> str:
             for tool in ("tunery", "llamafactory")}
     t, lf = data["tunery"], data["llamafactory"]
     out = ["| records | peak RSS MiB Tunery / LF | growth MiB per 1k records Tunery / LF | preprocessing records/s "
-           "Tunery / LF (ratio) | cached run: command → first step (s) |", "|---|---|---|---|---|"]
+           "Tunery / LF (ratio) | cached run: command → first step, wall s (CPU s of the whole run) |",
+           "|---|---|---|---|---|"]
     for n in sizes:
         a, b = t.get(n, {}), lf.get(n, {})
         ga, gb = (_growth(t, n) if n in t else None), (_growth(lf, n) if n in lf else None)
@@ -159,8 +175,9 @@ def to_markdown(sizes: list[int]) -> str:
         rb = n / b["preprocess_s"] if b.get("preprocess_s") else None
         out.append(f"| {n:,} | {common.fmt(a.get('peak_rss_mib'), 0)} / {common.fmt(b.get('peak_rss_mib'), 0)} | "
                    f"{common.fmt(ga, 2)} / {common.fmt(gb, 2)} | {common.fmt(ra, 0)} / {common.fmt(rb, 0)} "
-                   f"({'×%.2f' % (ra / rb) if ra and rb else '–'}) | {common.fmt(a.get('cached_first_step_s'), 1)} |")
-    loads = sorted({r.get('load_avg') for d in data.values() for r in d.values()})
+                   f"({'×%.2f' % (ra / rb) if ra and rb else '–'}) | {common.fmt(a.get('cached_first_step_s'), 1)} "
+                   f"({common.fmt(a.get('cached_cpu_s'), 1)}) |")
+    loads = sorted({r['load_avg'] for d in data.values() for r in d.values() if r.get('load_avg') is not None})
     out.append("")
     out.append(f"Load average during the runs: {', '.join(map(str, loads))} (2 shared cores).")
     return "\n".join(out)
@@ -171,9 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="20000,100000,300000")
     parser.add_argument("--tools", default="tunery,llamafactory")
     parser.add_argument("--report-only", action="store_true", help="print the table from the saved figures")
+    parser.add_argument("--cached-only", action="store_true", help="rerun only Tunery's cached run of each size")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
-    if not args.report_only:
+    if args.cached_only:
+        for n in sizes:
+            print("tunery cached", n, json.dumps(remeasure_cached(n)), flush=True)
+    elif not args.report_only:
         tiny_model()
         for n in sizes:
             for tool in args.tools.split(","):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -221,3 +222,25 @@ def test_encoded_examples_are_memory_mapped_arrow(tiny_llama3_dir, tokenizer, da
     records = load_records(cfg)
     expected = encode_records(cfg, records.train, resolve_template(cfg, tokenizer), tokenizer)
     assert as_dicts(prepared.train) == list(expected)
+
+
+def test_large_files_are_keyed_on_sampled_blocks_not_a_full_read(tmp_path):
+    """Above HASH_CONTENT_BYTES the key hashes the size and three blocks: an edit of the middle block that keeps the
+    size and modification time still changes it; the run card records the same sampled hash."""
+    from tunery.data import encoding_cache
+    from tunery.runs.card import file_fingerprint as card_fingerprint
+
+    path = tmp_path / "big.jsonl"
+    line = b'{"instruction": "Say hi.", "input": "", "output": "Hi."}\n'
+    path.write_bytes(line * (encoding_cache.HASH_CONTENT_BYTES // len(line) + 1000))
+    stat = path.stat()
+    before = encoding_cache.file_fingerprint(str(path))
+    assert "sha256" not in before and before["sampled_sha256"]
+    assert card_fingerprint(str(path)) == {"size": stat.st_size, "sampled_sha256": before["sampled_sha256"]}
+    with open(path, "r+b") as fh:
+        fh.seek(stat.st_size // 2)
+        fh.write(b"X")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    after = encoding_cache.file_fingerprint(str(path))
+    assert after["size"] == before["size"] and after["mtime_ns"] == before["mtime_ns"]
+    assert after["sampled_sha256"] != before["sampled_sha256"]

@@ -4,7 +4,8 @@ tokens, so that a second run on the same data goes straight to training.
 The key hashes (see :func:`encoding_inputs`):
 
 * each data file of the run's datasets (and its ``dataset_info.json``): path, size and modification time, plus the
-  content hash of files up to ``HASH_CONTENT_BYTES`` (small files can be edited within one mtime tick);
+  content hash of files up to ``HASH_CONTENT_BYTES`` (small files can be edited within one mtime tick) and of three
+  1 MiB blocks of larger ones (hashing a large file whole would cost every run seconds);
 * the tokenizer: its files (content hashes), vocabulary size, special tokens and chat template;
 * the template: its declaration and the ids it gives a probe conversation;
 * the stage, cutoff_len and every option that changes the tokens (cache.ENCODING_OPTIONS), and the source of the
@@ -29,6 +30,7 @@ from ..utils.logging import get_logger
 logger = get_logger(__name__)
 
 HASH_CONTENT_BYTES = 8 << 20
+SAMPLE_BYTES = 1 << 20
 META = "meta.json"
 VERSION = 1
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
@@ -51,13 +53,30 @@ def _hash_file(path: str) -> str:
     return digest.hexdigest()
 
 
+def sampled_hash(path: str, size: int) -> str:
+    """sha256 of a large file's size and three ``SAMPLE_BYTES`` blocks (start, middle, end): reading it costs the
+    same for any size, and it catches most edits that keep the size and modification time."""
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        for offset in (0, max(0, size // 2 - SAMPLE_BYTES // 2), max(0, size - SAMPLE_BYTES)):
+            fh.seek(offset)
+            digest.update(fh.read(SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
+def content_fingerprint(path: str) -> dict:
+    """``sha256`` of a file up to HASH_CONTENT_BYTES, ``sampled_sha256`` (:func:`sampled_hash`) of a larger one."""
+    size = os.path.getsize(path)
+    if size <= HASH_CONTENT_BYTES:
+        return {"sha256": _hash_file(path)}
+    return {"sampled_sha256": sampled_hash(path, size)}
+
+
 def file_fingerprint(path: str) -> dict:
-    """Path, size and mtime of a file, plus its content hash when it is small."""
+    """Path, size and mtime of a file, plus its content hash (sampled when it is large)."""
     stat = os.stat(path)
-    out = {"path": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    if stat.st_size <= HASH_CONTENT_BYTES:
-        out["sha256"] = _hash_file(path)
-    return out
+    return {"path": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            **content_fingerprint(path)}
 
 
 def _dataset_files(cfg) -> list:

@@ -60,15 +60,15 @@ def hardware() -> dict[str, Any]:
 
 
 def file_fingerprint(path: str) -> dict[str, Any]:
-    """Size and sha256 of a file (hashed in 1 MiB blocks; a folder gets the fingerprints of its files)."""
+    """Size and sha256 of a file — for a file over 8 MiB a ``sampled_sha256`` of its size and three 1 MiB blocks,
+    as the encoding cache keys it (so that a large dataset does not cost every run a full read); a folder gets the
+    fingerprints of its files."""
+    from tunery.data.encoding_cache import content_fingerprint
+
     if os.path.isdir(path):
         return {"files": {name: file_fingerprint(os.path.join(path, name)) for name in sorted(os.listdir(path))
                           if not name.startswith(".")}}
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return {"size": os.path.getsize(path), "sha256": digest.hexdigest()}
+    return {"size": os.path.getsize(path), **content_fingerprint(path)}
 
 
 def dataset_fingerprints(cfg) -> dict[str, Any]:

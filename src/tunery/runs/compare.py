@@ -39,9 +39,9 @@ def diff_cards(a: dict, b: dict) -> list[tuple[str, str, str]]:
             rows.append((f"version: {pkg}", str(va), str(vb)))
     da, db = a.get("datasets", {}), b.get("datasets", {})
     for name in sorted(set(da) & set(db)):
-        if da[name].get("sha256") != db[name].get("sha256") or da[name].get("files") != db[name].get("files"):
-            rows.append((f"data: {name}", "content " + str(da[name].get("sha256", "?"))[:12],
-                         "content " + str(db[name].get("sha256", "?"))[:12]))
+        ha, hb = (d[name].get("sha256") or d[name].get("sampled_sha256") for d in (da, db))
+        if ha != hb or da[name].get("files") != db[name].get("files"):
+            rows.append((f"data: {name}", "content " + str(ha or "?")[:12], "content " + str(hb or "?")[:12]))
     if a.get("tokenizer_sha256") != b.get("tokenizer_sha256"):
         rows.append(("tokenizer files", str(a.get("tokenizer_sha256"))[:12], str(b.get("tokenizer_sha256"))[:12]))
     return rows

@@ -92,7 +92,7 @@ def differences(card: dict, cfg) -> list[str]:
         current = data_now.get(name)
         if current is None:
             continue
-        if entry.get("sha256") != current.get("sha256") or entry.get("files") != current.get("files"):
+        if any(entry.get(k) != current.get(k) for k in ("sha256", "sampled_sha256", "files")):
             out.append(f"dataset {name}: its file changed since the recorded run ({entry.get('path')})")
     if card.get("tokenizer_sha256") and tokenizer_hash(cfg.model_name_or_path) != card["tokenizer_sha256"]:
         out.append(f"the tokenizer files in {cfg.model_name_or_path} changed since the recorded run")
