@@ -119,7 +119,13 @@ def _step_seconds(cfg, counts, shapes, probe) -> float | None:
     if probe.step_seconds is None:
         return None
     median_tokens = max(1, shapes.mean_rows * shapes.mean_length)
-    step = probe.step_seconds * shapes.mean_tokens / median_tokens
+    per_token = None
+    if probe.peak_step_seconds is not None:  # a line through (median, its time) and (peak, its time), at the mean
+        per_token = max(0.0, probe.peak_step_seconds - probe.step_seconds) / max(1, shapes.peak_tokens - median_tokens)
+    if per_token is not None and probe.step_seconds >= per_token * median_tokens:  # a fixed cost ≥ 0: the line holds
+        step = probe.step_seconds + per_token * (shapes.mean_tokens - median_tokens)
+    else:
+        step = probe.step_seconds * shapes.mean_tokens / median_tokens
     if uses(cfg.stage, "reference_model"):
         step *= 4 / 3  # the reference model's forward pass (no backward)
     return step
