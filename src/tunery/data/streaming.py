@@ -21,18 +21,20 @@ from ..utils.logging import get_logger
 
 logger = get_logger(__name__)
 
-STREAMING_STAGES = ("pt", "sft")
 CHUNK_ROWS = 1000  # raw rows read and converted at a time
 
 
 def check_streaming(cfg) -> None:
     """The options ``streaming: true`` cannot work with, each refused in one line."""
+    from ..config.stages import stages_using, uses
+
     if not getattr(cfg, "streaming", False):
         return
     where = cfg.where
-    if cfg.stage not in STREAMING_STAGES:
-        raise ConfigError(f"{where}: option 'streaming' works with stage pt or sft (got stage {cfg.stage}) — remove "
-                          "streaming (Tunery's non-streaming path keeps memory flat in the data's size too)")
+    if not uses(cfg.stage, "streaming"):
+        raise ConfigError(f"{where}: option 'streaming' works with stage {' or '.join(stages_using('streaming'))} "
+                          f"(got stage {cfg.stage}) — remove streaming (Tunery's non-streaming path keeps memory flat "
+                          "in the data's size too)")
     if not cfg.max_steps or cfg.max_steps < 0:
         raise ConfigError(f"{where}: option 'streaming' needs max_steps: a streamed dataset has no length to count "
                           "epochs in — set max_steps (e.g. max_steps: 1000) or remove streaming")
@@ -49,7 +51,7 @@ def check_streaming(cfg) -> None:
 
 def _record_rows(name: str, dataset_dir: str, stage: str, placeholders: dict | None):
     """The converted records of one dataset as rows of :data:`tunery.data.record_store.RECORD_COLUMNS`."""
-    from .dataset import RESPONSE_STAGES
+    from ..config.stages import stage_spec
     from .formats import detect_format, to_aligned
     from .loader import check_stage_fit, fill_placeholders
     from .record_store import _empty_response, record_columns
@@ -73,7 +75,7 @@ def _record_rows(name: str, dataset_dir: str, stage: str, placeholders: dict | N
                 raise
             records = []  # a chunk of dropped records only; the dataset may have others
         taken += len(rows)
-        if stage in RESPONSE_STAGES:
+        if stage_spec(stage).trains_responses:
             records = [r for r in records if not _empty_response(r)]
         records = fill_placeholders(records, placeholders or {})
         kept += len(records)
@@ -115,6 +117,7 @@ def _mixed(cfg, streams: list):
 
 def _batch_encoder(cfg, template, tokenizer):
     """The ``map`` function: a batch of record columns -> the batch's encoded (and packed) examples as columns."""
+    from ..config.stages import uses
     from .dataset import encode_cutoff
     from .encode import _encode_chunk, bound_texts, chunk_text_bound, encoding_plan
     from .packing import pack_examples, packing_enabled
@@ -124,7 +127,7 @@ def _batch_encoder(cfg, template, tokenizer):
     kind, options = encoding_plan(cfg.stage, template, cutoff, train_on_prompt=cfg.train_on_prompt,
                                   mask_history=cfg.mask_history, packing=cfg.packing is not False)
     limit = chunk_text_bound(kind, options, tokenizer, cutoff)
-    pack = cfg.stage == "sft" and packing_enabled(cfg)
+    pack = uses(cfg.stage, "packed_rows") and packing_enabled(cfg)
     keys = ["input_ids", "attention_mask", "labels"] + (["position_ids"] if pack else [])
 
     def encode(batch: dict) -> dict:
