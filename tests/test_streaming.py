@@ -106,3 +106,18 @@ def test_streaming_refuses_what_it_cannot_do_in_one_line(tiny_llama3_dir, shared
     err = capsys.readouterr().err
     assert one_error_line(err) and expected in err, err
     assert not (tmp_path / "o" / "trainer_log.jsonl").exists()
+
+
+def test_val_size_takes_the_first_streamed_examples_for_evaluation(tiny_llama3_dir, shared_datasets, tmp_path):
+    args = _args(tiny_llama3_dir, shared_datasets, tmp_path / "o", dataset="alpaca_en_demo", streaming="true",
+                 max_steps=1, val_size=5, buffer_size=16)
+    cfg = parse_config("train", args)
+    tokenizer = load_tokenizer(cfg)
+    prepared_template = lambda c: resolve_template(c, tokenizer)  # noqa: E731
+    prepared = prepare_datasets(cfg, tokenizer, prepared_template(cfg))
+    held_out = [tuple(e["input_ids"]) for e in prepared.eval]
+    train = [tuple(e["input_ids"]) for e in prepared.train]
+    whole = parse_config("train", [a for a in args if not a.startswith("val_size=")])
+    every = [tuple(e["input_ids"]) for e in prepare_datasets(whole, tokenizer, prepared_template(whole)).train]
+    assert len(held_out) == 5 and len(train) == len(every) - 5
+    assert sorted(held_out + train) == sorted(every)
