@@ -177,6 +177,41 @@ def official_template(root: Path, name: str) -> str:
     return (root / "templates" / f"{name}.jinja").read_text(encoding="utf-8")
 
 
+JINJA_DIR = Path(__file__).parent / "data" / "jinja"
+# (vocab, template file (None: tests/data/jinja/llama2.jinja; "gguf": the one the .gguf file carries), the end-of-turn
+# text the template puts after an answer)
+FAMILIES = {
+    "llama3.1": ("llama-bpe", "meta-llama-Llama-3.1-8B-Instruct", "<|eot_id|>"),
+    "deepseek-r1-distill-llama": ("llama-bpe", "deepseek-ai-DeepSeek-R1-Distill-Llama-8B", "<｜end▁of▁sentence｜>"),
+    "llama2": ("llama-spm", None, " </s>"),
+    "qwen2.5": ("qwen2", "Qwen-Qwen2.5-7B-Instruct", "<|im_end|>"),
+    "qwen3": ("qwen2", "Qwen-Qwen3-0.6B", "<|im_end|>"),
+    "deepseek-r1-distill-qwen": ("qwen2", "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", "<｜end▁of▁sentence｜>"),
+    "phi3.5": ("phi-3", "microsoft-Phi-3.5-mini-instruct", "<|end|>"),
+    "gemma4": ("gemma-4", "google-gemma-4-31B-it", "<turn|>"),
+    "command-r": ("command-r", "gguf", "<|END_OF_TURN_TOKEN|>"),  # c4ai-command-r's default template
+}
+
+
+def family_tokenizer(root: Path, family: str):
+    """A fresh tokenizer of ``family`` (a FAMILIES key) as the model ships it: vocabulary, chat template, turn tokens."""
+    vocab, name, _ = FAMILIES[family]
+    tok = tokenizer(root, vocab)
+    if name != "gguf":
+        tok.chat_template = official_template(root, name) if name else (
+            (JINJA_DIR / "llama2.jinja").read_text(encoding="utf-8").split("\n", 1)[1])
+    if name and "DeepSeek-R1" in name:  # the distilled models' tokenizers add DeepSeek's turn tokens to the base vocabulary
+        tok.add_tokens(["<｜User｜>", "<｜Assistant｜>"], special_tokens=True)
+        tok.add_special_tokens({"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"})
+    if vocab == "phi-3":  # Phi-3.5-mini-instruct's tokenizer.json strips the whitespace after its chat tokens (rstrip);
+        from tokenizers import AddedToken  # the .gguf file has no field for it
+
+        chat = [t for i, t in tok.added_tokens_decoder.items() if 32001 <= i <= 32010]
+        tok._tokenizer.add_special_tokens([AddedToken(t.content, rstrip=True, normalized=False, special=True)
+                                           for t in chat])
+    return tok
+
+
 @pytest.fixture(scope="session")
 def llama_cpp_material(request) -> Path:
     try:

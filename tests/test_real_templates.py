@@ -7,29 +7,13 @@ each assistant turn's content and its end-of-turn text.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from llama_cpp_material import llama_cpp_material, official_template, tokenizer, vocab_cases  # noqa: F401
+from llama_cpp_material import FAMILIES, family_tokenizer, llama_cpp_material, vocab_cases  # noqa: F401
 from tunery.data.encode import encode_supervised
 from tunery.data.records import IGNORE_INDEX, AlignedRecord
 from tunery.data.templates import TokenizerTemplate
 
-JINJA_DIR = Path(__file__).parent / "data" / "jinja"
-# (vocab, template file (None: tests/data/jinja/llama2.jinja; "gguf": the one the .gguf file carries), the end-of-turn
-# text the template puts after an answer)
-FAMILIES = {
-    "llama3.1": ("llama-bpe", "meta-llama-Llama-3.1-8B-Instruct", "<|eot_id|>"),
-    "deepseek-r1-distill-llama": ("llama-bpe", "deepseek-ai-DeepSeek-R1-Distill-Llama-8B", "<｜end▁of▁sentence｜>"),
-    "llama2": ("llama-spm", None, " </s>"),
-    "qwen2.5": ("qwen2", "Qwen-Qwen2.5-7B-Instruct", "<|im_end|>"),
-    "qwen3": ("qwen2", "Qwen-Qwen3-0.6B", "<|im_end|>"),
-    "deepseek-r1-distill-qwen": ("qwen2", "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", "<｜end▁of▁sentence｜>"),
-    "phi3.5": ("phi-3", "microsoft-Phi-3.5-mini-instruct", "<|end|>"),
-    "gemma4": ("gemma-4", "google-gemma-4-31B-it", "<turn|>"),
-    "command-r": ("command-r", "gguf", "<|END_OF_TURN_TOKEN|>"),  # c4ai-command-r's default template
-}
 # texts where transformers' conversion of the .gguf vocabulary differs from llama.cpp's reference ids
 KNOWN_VOCAB_DIFFERENCES = {"llama-bpe": 1, "llama-spm": 15}  # a Vietnamese word; whitespace-only texts (prefix space)
 
@@ -42,15 +26,8 @@ RESPONSE = [{"role": "assistant", "content": "def f(x):\n    return x"}]
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
 def family(request, llama_cpp_material):  # noqa: F811
-    vocab, name, eot = FAMILIES[request.param]
-    tok = tokenizer(llama_cpp_material, vocab)
-    if name != "gguf":
-        tok.chat_template = official_template(llama_cpp_material, name) if name else (
-            (JINJA_DIR / "llama2.jinja").read_text(encoding="utf-8").split("\n", 1)[1])
-    if name and "DeepSeek-R1" in name:  # the distilled models' tokenizers add DeepSeek's turn tokens to the base vocabulary
-        tok.add_tokens(["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>"],
-                       special_tokens=True)
-    return request.param, vocab, tok, eot
+    vocab, _, eot = FAMILIES[request.param]
+    return request.param, vocab, family_tokenizer(llama_cpp_material, request.param), eot
 
 
 def test_vocabulary_matches_llama_cpp(family, llama_cpp_material):  # noqa: F811

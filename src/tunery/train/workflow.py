@@ -114,7 +114,7 @@ def run_stage(cfg, stage: Stage) -> None:
 
     # 1. Everything that can fail on the user's input happens before the model loads.
     tokenizer = load_tokenizer(cfg)
-    template = resolve_template(cfg, tokenizer)
+    template = resolve_template(cfg, tokenizer, check_serving=True)
     data = load_data(cfg, tokenizer, template)
     to_predict = None
     if cfg.do_predict:
