@@ -117,3 +117,26 @@ def test_preview_warns_before_the_records(llama_cpp_material, tmp_path, capsys):
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if "trains another format" in line]
         assert len(lines) == int(warned), err[-2000:]
+
+
+def test_jinja_syntax_error_is_one_line(tiny_llama3_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama3_dir)
+    tok.chat_template = "{% for message in messages %}{{ message['content'] }}{% endfor"
+    with pytest.raises(ConfigError, match=r"is not valid Jinja \(line 1: .*\) — fix its chat_template") as err:
+        resolve_template(_cfg(None), tok)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_tokens_name_them_and_resize_vocab(tiny_llama3_dir):
+    from transformers import AutoTokenizer
+
+    from tunery.data.dataset import check_template_tokens
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama3_dir)
+    template = resolve_template(_cfg("phi"), tok)
+    with pytest.raises(ConfigError, match=r"needs the special token <\|system\|>.*"
+                       r"new_special_tokens: <\|system\|>,<\|user\|>,<\|assistant\|>\) with resize_vocab: true") as err:
+        check_template_tokens(template, tok, str(tiny_llama3_dir))
+    assert "\n" not in str(err.value)

@@ -301,7 +301,22 @@ class TokenizerTemplate:
         text = self._apply(tokenizer, hf, openai_tools(tools), True)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def check_jinja(self, tokenizer) -> None:
+        """A chat template that is not valid Jinja stops the run in one line (rendering errors of single records are
+        their drop reasons)."""
+        import jinja2
+
+        try:
+            tokenizer.apply_chat_template([{"role": USER, "content": "Hi"}], tokenize=False, add_generation_prompt=True,
+                                          chat_template=self.jinja(tokenizer), **self.chat_template_kwargs)
+        except jinja2.TemplateSyntaxError as err:
+            raise ConfigError(f"{self._where(tokenizer)} is not valid Jinja (line {err.lineno}: {err.message}) — fix "
+                              "its chat_template, or use a named template (template: NAME)") from None
+        except Exception:  # noqa: BLE001 - e.g. a template that needs a system message: each record says so
+            pass
+
     def fix_tokenizer(self, tokenizer) -> list[str]:
+        self.check_jinja(self._tok(tokenizer))
         added = []
         if tokenizer.eos_token_id is None:
             tokenizer.add_special_tokens({"eos_token": "<|endoftext|>"})
