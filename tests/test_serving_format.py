@@ -140,3 +140,16 @@ def test_missing_tokens_name_them_and_resize_vocab(tiny_llama3_dir):
                        r"new_special_tokens: <\|system\|>,<\|user\|>,<\|assistant\|>\) with resize_vocab: true") as err:
         check_template_tokens(template, tok, str(tiny_llama3_dir))
     assert "\n" not in str(err.value)
+
+
+def test_own_template_gets_enable_thinking_only_when_set(llama_cpp_material):  # noqa: F811
+    """Gemma 4 serves with thinking off unless asked: the option's default (true, for LLaMA-Factory's reasoning
+    templates) must not switch on <|think|> in the model's own template."""
+    tok = family_tokenizer(llama_cpp_material, "gemma4")
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    default = resolve_template(_cfg(None), tok)
+    asked = resolve_template(_cfg(None, sources={"enable_thinking": "command line"}), tok)
+    off = resolve_template(_cfg(None, enable_thinking=False, sources={"enable_thinking": "command line"}), tok)
+    assert "<|think|>" not in default.render(messages, tokenizer=tok)
+    assert "<|think|>" in asked.render(messages, tokenizer=tok)
+    assert "<|think|>" not in off.render(messages, tokenizer=tok)
