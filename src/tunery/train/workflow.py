@@ -79,7 +79,12 @@ def load_stage_model(cfg, tokenizer, stage: Stage):
     from tunery.model.load import load_model
     from tunery.train.models import load_reward_model
 
-    model = load_reward_model(cfg, tokenizer) if stage.reward_head else load_model(cfg, tokenizer)
+    from tunery.train import cpu_fsdp
+
+    sharding = cpu_fsdp.load_kwargs(cfg)  # CPU FSDP2: transformers shards the model as it loads
+    model = load_reward_model(cfg, tokenizer) if stage.reward_head else load_model(cfg, tokenizer, **sharding)
+    if sharding:
+        cpu_fsdp.check_wrapped(cfg, model)
     if cfg.do_train:
         return prepare_for_training(model, cfg)
     return load_adapters(model, cfg, is_trainable=False)
