@@ -33,6 +33,11 @@ def _extra(method: str, config) -> dict:
             "save_strategy": "steps", "save_steps": 2, "learning_rate": 1e-2 if method == "lora" else 1e-3}
 
 
+# per device × accumulation: 2 × 1 for the LoRA run, 1 × 2 for the full run (global batch 4 either way)
+BATCH = {"lora": {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1},
+         "full": {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 2}}
+
+
 cpu_only = pytest.mark.skipif(_gpus() > 0, reason="the CPU route (a GPU machine shards through accelerate)")
 
 
@@ -67,7 +72,7 @@ def cpu_runs(request, tiny_llama3_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"fsdp-{method}")
     data = id_dataset(root / "data")
     (root / "fsdp.json").write_text(json.dumps(FSDP_CONFIG))
-    extra = _extra(method, root / "fsdp.json")
+    extra = {**_extra(method, root / "fsdp.json"), **BATCH[method]}
     env = launch_env(FORCE_TORCHRUN="1", NPROC_PER_NODE="2")
     models = {name: recording_model(tiny_llama3_dir, root / f"m-{name}") for name in ("fsdp", "resumed", "single")}
 
@@ -81,11 +86,11 @@ def cpu_runs(request, tiny_llama3_dir, tmp_path_factory):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     single = {k: v for k, v in extra.items() if not k.startswith("fsdp")}
+    single.update(per_device_train_batch_size=4, gradient_accumulation_steps=1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert main(train_argv(models["single"], data, root / "single", per_device_train_batch_size=4,
-                               **single)) == 0
+        assert main(train_argv(models["single"], data, root / "single", **single)) == 0
     finally:
         torch.set_num_threads(threads)
     return {"method": method, "root": root, "models": models, "resumed_stderr": resumed.stderr,
@@ -100,8 +105,17 @@ def test_cpu_fsdp_shards_the_weights(cpu_runs):
     assert shard_shapes(models["single"]) == {0: {((64, 128), (64, 128))}}
 
 
+def _per_step(ids: dict[int, list[list[int]]], forwards: int) -> dict[int, list[list[int]]]:
+    """rank -> per optimizer step, the examples of its ``forwards`` accumulated forward passes."""
+    return {rank: [sorted(sum(steps[i:i + forwards], [])) for i in range(0, len(steps), forwards)]
+            for rank, steps in ids.items()}
+
+
 def test_cpu_fsdp_ranks_train_different_examples(cpu_runs):
-    fsdp, single = seen_ids(cpu_runs["models"]["fsdp"]), seen_ids(cpu_runs["models"]["single"])
+    forwards = BATCH[cpu_runs["method"]]["gradient_accumulation_steps"]
+    raw = seen_ids(cpu_runs["models"]["fsdp"])
+    assert len(raw[0]) == len(raw[1]) == 4 * forwards  # 4 steps of `forwards` accumulated micro-batches each
+    fsdp, single = _per_step(raw, forwards), seen_ids(cpu_runs["models"]["single"])
     assert sorted(fsdp) == [0, 1] and len(fsdp[0]) == len(fsdp[1]) == len(single[0]) == 4
     for step, (r0, r1, one) in enumerate(zip(fsdp[0], fsdp[1], single[0])):
         assert len(r0) == len(r1) == 2 and len(one) == 4, step
@@ -131,7 +145,8 @@ def test_cpu_fsdp_checkpoint_resumes_with_the_same_losses(cpu_runs):
     assert (checkpoint / "scheduler.pt").is_file() and (checkpoint / cpu_runs["weights"]).is_file()
     assert "resuming from" in cpu_runs["resumed_stderr"]
     ids = seen_ids(models["fsdp"])
-    assert seen_ids(models["resumed"]) == {rank: steps[2:] for rank, steps in ids.items()}  # steps 3 and 4 only
+    skip = 2 * BATCH[cpu_runs["method"]]["gradient_accumulation_steps"]  # the forwards of steps 1 and 2
+    assert seen_ids(models["resumed"]) == {rank: steps[skip:] for rank, steps in ids.items()}  # steps 3 and 4 only
     resumed, uninterrupted = logged(root / "resumed"), logged(root / "fsdp")
     assert [r["current_steps"] for r in resumed] == [3, 4]
     for a, b in zip(resumed, uninterrupted[2:], strict=True):

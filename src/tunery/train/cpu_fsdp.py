@@ -28,7 +28,7 @@ OPTIMIZER_DIR = "optimizer_fsdp"  # torch.distributed.checkpoint files, one per 
 SCHEDULER_FILE = "scheduler.pt"
 _STAGES = ("pt", "sft")  # the stages whose CPU FSDP2 runs are tested (tests/test_fsdp.py)
 _TRUE = ("true", "1", "yes", "on")
-# fsdp_config keys that tune accelerate's GPU FSDP and change nothing on CPU (kept quiet: LLaMA-Factory's files set them)
+# fsdp_config keys that tune accelerate's GPU FSDP and change nothing on CPU (quiet: LLaMA-Factory's files set them)
 _GPU_TUNING = {"version", "backward_prefetch", "forward_prefetch", "use_orig_params", "sync_module_states",
                "cpu_ram_efficient_loading", "state_dict_type", "limit_all_gathers", "auto_wrap_policy", "xla",
                "xla_fsdp_v2", "xla_fsdp_grad_ckpt", "transformer_layer_cls_to_wrap", "min_num_params"}
@@ -53,11 +53,19 @@ def fsdp_options(cfg) -> dict:
     folded in the way transformers does: full_shard/shard_grad_op → reshard_after_forward, offload → cpu_offload."""
     raw = cfg.fsdp_config
     if isinstance(raw, str):
-        with open(raw, encoding="utf-8") as fh:
-            raw = json.load(fh)
+        try:
+            with open(raw, encoding="utf-8") as fh:
+                raw = json.load(fh)
+        except ValueError as err:
+            raise ConfigError(f"{cfg.where}: fsdp_config file '{raw}' is not valid JSON ({err}) — fix it (example: "
+                              "examples/accelerate/fsdp_training_config.json)") from None
+    if not isinstance(raw, dict | None):
+        raise ConfigError(f"{cfg.where}: fsdp_config must be a mapping of FSDP settings or a JSON file of one")
     options = {(k[5:] if k.startswith("fsdp_") else k): v for k, v in dict(raw or {}).items()}
     value = cfg.fsdp
-    words = [str(w).lower() for w in value] if isinstance(value, list) else str(value).replace(",", " ").split()
+    # a list, or the string the option keeps: "full_shard auto_wrap", '["full_shard", "auto_wrap"]', "true"
+    text = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+    words = [w.strip("'\"").lower() for w in text.strip("[]").replace(",", " ").split()]
     for word in words:
         if word in _TRUE or word == "auto_wrap":
             continue
@@ -111,7 +119,8 @@ def load_kwargs(cfg) -> dict:
     from transformers.distributed import DistributedConfig
 
     options = fsdp_options(cfg)
-    ignored = sorted(k for k in options if k not in _GPU_TUNING | {"reshard_after_forward", "cpu_offload"})
+    handled = {"reshard_after_forward", "cpu_offload", "offload_params", "activation_checkpointing"}
+    ignored = sorted(k for k in options if k not in _GPU_TUNING | handled)
     if str(options.get("cpu_offload", options.get("offload_params", False))).lower() in _TRUE:
         logger.info("fsdp offload: the parameters are in CPU memory already (nothing to offload)")
     if ignored:
@@ -182,7 +191,8 @@ class ShardedCheckpoints:
             import torch.distributed.checkpoint as dcp
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            step = self.state.global_step
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{step}")
             dcp.save(self._optimizer_state(), checkpoint_id=os.path.join(folder, OPTIMIZER_DIR))
             if self.args.should_save:
                 torch.save(self.lr_scheduler.state_dict(), os.path.join(folder, SCHEDULER_FILE))
