@@ -59,6 +59,21 @@ def test_cpu_fsdp_refusals_are_one_line(extra, message, tiny_llama3_dir, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_fsdp_words_fold_into_fsdp_config(tmp_path):
+    """fsdp as LLaMA-Factory writes it (a word string, a YAML list as the option keeps it, true) with accelerate's
+    fsdp_ prefixed keys."""
+    from types import SimpleNamespace
+
+    from tunery.train.cpu_fsdp import fsdp_options
+
+    (tmp_path / "fsdp.json").write_text(json.dumps({"fsdp_version": 2, "fsdp_offload_params": False}))
+    for value, reshard, offload in (("full_shard auto_wrap", True, None), ('["shard_grad_op", "offload"]', False, True),
+                                    ("true", None, None)):
+        options = fsdp_options(SimpleNamespace(fsdp=value, fsdp_config=str(tmp_path / "fsdp.json"), where="test"))
+        assert options.get("reshard_after_forward") == reshard and options.get("cpu_offload") == offload, value
+        assert options["version"] == 2 and options["offload_params"] is False
+
+
 # -- CPU: real 2-process runs ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module", params=["lora", "full"])
 def cpu_runs(request, tiny_llama3_dir, tmp_path_factory):
