@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from tunery.config.option import Option, Rule
+from tunery.config.stages import names_text, stages_using, uses
 from tunery.errors import ConfigError
 
 G = "output"
@@ -86,9 +87,10 @@ def _eval_needs_data(cfg) -> None:
 def _predict(cfg) -> None:
     if not cfg.do_predict:
         return
-    if cfg.stage != "sft":
-        raise ConfigError(f"{cfg.where}: do_predict generates answers, which only stage sft does (stage is "
-                          f"{cfg.stage}) — use stage: sft with the adapter or model to evaluate")
+    if not uses(cfg.stage, "predict"):
+        which = stages_using("predict")
+        raise ConfigError(f"{cfg.where}: do_predict generates answers, which only stage {names_text(which)} does "
+                          f"(stage is {cfg.stage}) — use stage: {which[0]} with the adapter or model to evaluate")
     if not (cfg.eval_dataset or (cfg.val_size and cfg.dataset)):
         raise ConfigError(f"{cfg.where}: do_predict needs data to answer — set eval_dataset (e.g. "
                           "eval_dataset: identity) or val_size with dataset")

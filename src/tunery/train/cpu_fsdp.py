@@ -26,7 +26,6 @@ logger = get_logger(__name__)
 
 OPTIMIZER_DIR = "optimizer_fsdp"  # torch.distributed.checkpoint files, one per rank
 SCHEDULER_FILE = "scheduler.pt"
-_STAGES = ("pt", "sft")  # the stages whose CPU FSDP2 runs are tested (tests/test_fsdp.py)
 _TRUE = ("true", "1", "yes", "on")
 # fsdp_config keys that tune accelerate's GPU FSDP and change nothing on CPU (quiet: LLaMA-Factory's files set them)
 _GPU_TUNING = {"version", "backward_prefetch", "forward_prefetch", "use_orig_params", "sync_module_states",
@@ -101,9 +100,12 @@ def check(cfg) -> None:
     if str(options.get("activation_checkpointing", False)).lower() in _TRUE:
         raise ConfigError(f"{where}: fsdp_config activation_checkpointing is FSDP's own (GPU) checkpointing — on CPU "
                           "set gradient_checkpointing: true instead and drop it from fsdp_config")
-    if cfg.stage not in _STAGES:
-        raise ConfigError(f"{where}: stage {cfg.stage} with fsdp needs GPUs (FSDP2 on CPU runs stages pt and sft) — "
-                          "drop fsdp/fsdp_config: several CPU processes still train data parallel")
+    from tunery.config.stages import names_text, stages_using, uses
+
+    if not uses(cfg.stage, "cpu_fsdp"):
+        raise ConfigError(f"{where}: stage {cfg.stage} with fsdp needs GPUs (FSDP2 on CPU runs stage "
+                          f"{names_text(stages_using('cpu_fsdp'))}) — drop fsdp/fsdp_config: several CPU processes "
+                          "still train data parallel")
     if getattr(cfg, "quantization_bit", None):
         raise ConfigError(f"{where}: QLoRA with fsdp needs GPUs — drop quantization_bit or fsdp")
     if planned_world_size() < 2:
