@@ -63,7 +63,7 @@ def tokenizer(root: Path, vocab: str):
     saved = root / "tokenizers" / vocab
     if not (saved / "tokenizer.json").exists():
         path = root / "vocab" / f"ggml-vocab-{vocab}.gguf"
-        if read_metadata(path)["tokenizer.ggml.model"] in _BUILDERS:
+        if _built_here(read_metadata(path)):
             tok = gguf_tokenizer(path)
         else:
             tok = AutoTokenizer.from_pretrained(str(root / "vocab"), gguf_file=path.name)
@@ -143,6 +143,12 @@ def _gpt2(meta: dict, vocab: dict, merges: list):
 
 
 _BUILDERS = {"gemma4": _gemma4, "gpt2": _gpt2}
+
+
+def _built_here(meta: dict) -> bool:
+    """The vocabularies transformers cannot read: Gemma 4's, and Command-R's (its other BPE ones it reads)."""
+    kind = meta["tokenizer.ggml.model"]
+    return kind == "gemma4" or (kind == "gpt2" and meta.get("tokenizer.ggml.pre") == "command-r")
 
 
 def gguf_tokenizer(path: Path):
