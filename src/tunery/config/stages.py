@@ -24,8 +24,9 @@ Columns:
   ``packed_rows`` (packing/neat_packing/padding_free rows of several examples), ``sft_loss`` (DFT/EAFT/ASFT),
   ``predict`` (do_predict generates answers), ``pref_loss``, ``reference_model`` (a frozen reference forward pass),
   ``reward_model`` (a trained reward model scores the samples), ``reward_funcs`` (GRPO's reward functions and
-  options; the rows' other columns go to them), ``trl`` (trained on a TRL trainer), ``streaming`` (``streaming:
-  true`` reads, encodes and packs on the fly: data/streaming.py).
+  options; the rows' other columns go to them), ``trl`` (trained on a TRL trainer), ``cpu_fsdp`` (``fsdp`` without
+  GPUs: FSDP2 through transformers' load-time sharding, train/cpu_fsdp.py), ``streaming`` (``streaming: true``
+  reads, encodes and packs on the fly: data/streaming.py).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from tunery.errors import ConfigError, did_you_mean
 RECORD_KINDS = ("text", "chat", "ranking", "kto", "prompt")
 ENCODERS = ("pretrain", "supervised", "pairwise", "kto", "unsupervised")
 FEATURES = ("packed_rows", "sft_loss", "predict", "pref_loss", "reference_model", "reward_model", "reward_funcs",
-            "trl", "streaming")
+            "trl", "cpu_fsdp", "streaming")
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,10 @@ def _row(name, reads, encoder, batch, trainer, saves, sequences, uses, help):
 
 STAGES: dict[str, StageSpec] = {s.name: s for s in (
     _row("pt", "text", "pretrain", "blocks of cutoff_len tokens (padded when packing: false)",
-         "tunery.train.pt:run_pt", "lm", 1, ("streaming",),
+         "tunery.train.pt:run_pt", "lm", 1, ("cpu_fsdp", "streaming"),
          "pre-training on text"),
     _row("sft", "chat", "supervised", "padded, packed (packing/neat_packing) or padding-free rows",
-         "tunery.train.sft:run_sft", "lm", 1, ("packed_rows", "sft_loss", "predict", "streaming"),
+         "tunery.train.sft:run_sft", "lm", 1, ("packed_rows", "sft_loss", "predict", "cpu_fsdp", "streaming"),
          "supervised fine-tuning"),
     _row("rm", "ranking", "pairwise", "chosen and rejected rows, padded",
          "tunery.train.rm:run_rm", "score", 2, ("trl",),

@@ -75,15 +75,18 @@ def load_data(cfg, tokenizer, template):
 
 def load_stage_model(cfg, tokenizer, stage: Stage):
     """The model with its fine-tuning method attached (training) or its adapters merged (evaluation only)."""
+    from tunery.config.stages import stage_spec
     from tunery.model.adapters import load_adapters, prepare_for_training
     from tunery.model.load import load_model
+    from tunery.train import cpu_fsdp
     from tunery.train.models import load_reward_model
-
-    from tunery.config.stages import stage_spec
 
     # a stage that saves a score head loads the model with a 1-output one (AutoModelForSequenceClassification)
     reward_head = stage_spec(cfg.stage).saves == "score"
-    model = load_reward_model(cfg, tokenizer) if reward_head else load_model(cfg, tokenizer)
+    sharding = cpu_fsdp.load_kwargs(cfg)  # CPU FSDP2: transformers shards the model as it loads
+    model = load_reward_model(cfg, tokenizer) if reward_head else load_model(cfg, tokenizer, **sharding)
+    if sharding:
+        cpu_fsdp.check_wrapped(cfg, model)
     if cfg.do_train:
         return prepare_for_training(model, cfg)
     return load_adapters(model, cfg, is_trainable=False)
@@ -118,7 +121,7 @@ def run_stage(cfg, stage: Stage) -> None:
 
     # 1. Everything that can fail on the user's input happens before the model loads.
     tokenizer = load_tokenizer(cfg)
-    template = resolve_template(cfg, tokenizer)
+    template = resolve_template(cfg, tokenizer, check_serving=True)
     data = load_data(cfg, tokenizer, template)
     to_predict = None
     if cfg.do_predict:
