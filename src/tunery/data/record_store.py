@@ -21,7 +21,8 @@ from .records import AlignedRecord
 
 logger = get_logger(__name__)
 
-CHUNK_ROWS = 10_000
+CHUNK_ROWS = 2_000  # rows read and converted at a time: two chunks are in flight, so this sets a constant share of
+# the peak RSS (10,000 rows: ~40 MiB more at every size, benchmarks/RESULTS.md)
 
 
 RECORD_COLUMNS = ("prompt", "response", "system", "tools", "kto_tag", "source", "extra")  # kto_tag bool, others text
