@@ -37,7 +37,7 @@ def _output_dir(cfg) -> None:
         raise ConfigError(f"{cfg.where}: output_dir '{out}' is a file — choose a folder")
     if not cfg.do_train or cfg.overwrite_output_dir or not os.path.isdir(out) or not os.listdir(out):
         return
-    from tunery.train.checkpoints import last_checkpoint, only_crash_leftovers
+    from tunery.utils.checkpoint_dirs import last_checkpoint, only_crash_leftovers
 
     if cfg.resume_from_checkpoint or last_checkpoint(out) or only_crash_leftovers(out):
         return
