@@ -83,6 +83,16 @@ def _eval_needs_data(cfg) -> None:
                           f"eval_strategy ({cfg.eval_strategy})")
 
 
+def _step_intervals(cfg) -> None:
+    """save_steps / eval_steps are used when their strategy is steps: then 0 would never save or evaluate."""
+    for option, strategy in (("save_steps", "save_strategy"), ("eval_steps", "eval_strategy")):
+        value = getattr(cfg, option)
+        if getattr(cfg, strategy) == "steps" and value is not None and value <= 0:
+            raise ConfigError(f"{cfg.where}: option '{option}' = {value:g} with {strategy} steps: must be greater "
+                              f"than 0 (a step count, or below 1 a fraction of the run's steps) — or set {strategy} "
+                              "epoch or no")
+
+
 def _predict(cfg) -> None:
     if not cfg.do_predict:
         return
@@ -142,6 +152,7 @@ RULES = [
     Rule(_training_length, frozenset({"train"})),
     Rule(_precision, frozenset({"train"})),
     Rule(_eval_needs_data, frozenset({"train"})),
+    Rule(_step_intervals, frozenset({"train"})),
     Rule(_predict, frozenset({"train"})),
     Rule(_deepspeed, frozenset({"train"})),
     Rule(_report_to, frozenset({"train"})),

@@ -17,7 +17,7 @@ from tunery.train.checkpoints import (
     remove_incomplete,
     step_of,
 )
-from tunery.errors import TuneryError
+from tunery.errors import ConfigError, TuneryError
 from tunery.train.plots import COMPLETIONS_FILE, LOG_FILE, plot_all
 from tunery.utils.logging import get_logger
 
@@ -56,7 +56,12 @@ def training_arguments(cfg):
             kwargs["use_cpu"] = True  # (use_cpu: false has no other meaning here)
     if cfg.pure_bf16:
         kwargs["bf16"] = False  # the weights are bf16 already; no autocast on top
-    return Seq2SeqTrainingArguments(**kwargs)
+    try:
+        return Seq2SeqTrainingArguments(**kwargs)
+    except ValueError as err:  # transformers' own checks across its fields (the range checks come before)
+        reason = " ".join(str(err).split())
+        raise ConfigError(f"{cfg.where}: transformers refuses these training options: {reason[:300]} — change the "
+                          "option it names") from None
 
 
 def _clear_run(out: str) -> None:
