@@ -49,9 +49,10 @@ OPTIONS = [
     Option("max_samples", "int", None, "Use at most this many records of each dataset.", G, check=positive),
     Option("val_size", "number", 0.0, "Held-out evaluation split: a fraction in [0, 1) or a record count.", G,
            check=_val_size),
-    Option("eval_on_each_dataset", "bool", False, "Evaluate each eval dataset separately.", G, advanced=True),
-    Option("ignore_pad_token_for_loss", "bool", True, "Ignore pad tokens in the loss (predictions).", G,
-           advanced=True),
+    Option("eval_on_each_dataset", "bool", False, "Evaluate each eval_dataset separately: metrics "
+           "eval_<name>_loss, ... per dataset instead of one eval_loss.", G, advanced=True),
+    Option("ignore_pad_token_for_loss", "bool", True, "Padding is not trained (its labels are ignored); false "
+           "trains it as the pad token, as LLaMA-Factory does (stage sft, padded batches).", G, advanced=True),
     Option("packing", "bool", None, "Pack several examples into sequences of up to cutoff_len tokens (sft; pt packs "
            "unless false). Packed examples see the ones before them in their sequence.", G, advanced=True),
     Option("neat_packing", "bool", False, "Packing where packed examples cannot attend to each other (sft; implies "
@@ -102,6 +103,23 @@ def _preview_dataset(cfg) -> None:
                           f"{os.path.join(cfg.dataset_dir, 'dataset_info.json')}")
 
 
+def _loss_padding(cfg) -> None:
+    if cfg.ignore_pad_token_for_loss:
+        return
+    if cfg.stage != "sft":
+        raise ConfigError(f"{cfg.where}: option 'ignore_pad_token_for_loss: false' works with stage sft only (stage "
+                          f"is {cfg.stage}, whose padding is never trained) — drop it")
+    if cfg.padding_free:
+        raise ConfigError(f"{cfg.where}: ignore_pad_token_for_loss: false trains the padding, and padding_free "
+                          "batches have none — drop one of them")
+
+
+def _each_eval_dataset(cfg) -> None:
+    if cfg.eval_on_each_dataset and not cfg.eval_dataset:
+        raise ConfigError(f"{cfg.where}: option 'eval_on_each_dataset' evaluates each dataset of eval_dataset, "
+                          "which is not set — name them in eval_dataset, or drop eval_on_each_dataset")
+
+
 def _packing(cfg) -> None:
     from tunery.data.packing import check_packing_options
 
@@ -114,4 +132,6 @@ RULES = [
     Rule(_packing, frozenset({"train", "preview"})),
     Rule(_interleave, frozenset({"train"})),
     Rule(_val_and_eval, frozenset({"train"})),
+    Rule(_loss_padding, frozenset({"train"})),
+    Rule(_each_eval_dataset, frozenset({"train"})),
 ]

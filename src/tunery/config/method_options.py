@@ -28,7 +28,8 @@ OPTIONS = [
            "(also orpo/simpo through pref_loss), kto or grpo (online RL with reward functions, on TRL's GRPOTrainer).", G, choices=STAGES),
     Option("finetuning_type", "str", "lora", "How the model is trained.", G, choices=("lora", "oft", "freeze", "full")),
     Option("plot_loss", "bool", False, "Save training_loss.png (raw and smoothed) after training.", G),
-    Option("include_effective_tokens_per_second", "bool", False, "Log non-pad tokens per second.", G, advanced=True),
+    Option("include_effective_tokens_per_second", "bool", False, "Add effective_tokens_per_sec (non-padding tokens "
+           "trained per second and device) to the train metrics (train_results.json).", G, advanced=True),
     Option("compute_accuracy", "bool", False, "Compute token accuracy at evaluation.", G, advanced=True),
     Option("disable_shuffling", "bool", False, "Do not shuffle the training set (batches in dataset order).", G,
            advanced=True),

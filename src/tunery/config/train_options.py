@@ -21,7 +21,8 @@ OPTIONS = [
            "are removed).", G),
     Option("resume_from_checkpoint", "str", None, "Checkpoint folder to resume from; by default the last complete "
            "checkpoint in output_dir is used.", G),
-    Option("debug_data", "bool", False, "Print the first encoded example before training.", G, advanced=True),
+    Option("debug_data", "bool", False, "Print the first encoded training example before training: its token ids, "
+           "its text and the text it is trained on.", G, advanced=True),
     Option("malloc_mmap_threshold_mb", "int", None, "CPU training on Linux: tensors of at least this many MiB get "
            "their own memory maps, returned to the system when freed, so peak memory stays near what is live instead "
            "of growing with heap fragmentation (a few % more page faults). Unset: 1 on CPU, off on GPU; 0: glibc's "
@@ -93,6 +94,17 @@ def _step_intervals(cfg) -> None:
                               "epoch or no")
 
 
+# Options of the Trainer-based recipe (train/workflow.py) that ppo's own loop and grpo do not have.
+_NOT_IN = {"debug_data": ("ppo", "grpo"), "eval_on_each_dataset": ("ppo", "grpo"),
+           "include_effective_tokens_per_second": ("ppo",)}
+
+
+def _stage_support(cfg) -> None:
+    for name, stages in _NOT_IN.items():
+        if cfg.stage in stages and getattr(cfg, name):
+            raise ConfigError(f"{cfg.where}: option '{name}' is not supported in stage {cfg.stage} — drop it")
+
+
 def _predict(cfg) -> None:
     if not cfg.do_predict:
         return
@@ -153,6 +165,7 @@ RULES = [
     Rule(_precision, frozenset({"train"})),
     Rule(_eval_needs_data, frozenset({"train"})),
     Rule(_step_intervals, frozenset({"train"})),
+    Rule(_stage_support, frozenset({"train"})),
     Rule(_predict, frozenset({"train"})),
     Rule(_deepspeed, frozenset({"train"})),
     Rule(_report_to, frozenset({"train"})),

@@ -153,9 +153,10 @@ def save_final(trainer, cfg, tokenizer, template, train_result) -> None:
         sync_chat_template(tokenizer, template)
         tokenizer.save_pretrained(cfg.output_dir)
     metrics = dict(train_result.metrics)
-    seen = getattr(trainer.state, "num_input_tokens_seen", 0)
-    if seen and metrics.get("train_runtime"):
-        metrics["effective_tokens_per_sec"] = round(seen / metrics["train_runtime"], 2)
+    seen = getattr(trainer.state, "num_input_tokens_seen", 0)  # non-padding tokens, summed over the processes
+    if cfg.include_effective_tokens_per_second and seen and metrics.get("train_runtime"):
+        per_device = seen / metrics["train_runtime"] / max(trainer.args.world_size, 1)  # LLaMA-Factory's: per device
+        metrics["effective_tokens_per_sec"] = round(per_device, 2)
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()
