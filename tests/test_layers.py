@@ -141,3 +141,12 @@ def test_the_checker_sees_a_cycle_and_a_lazy_import(tmp_path):
     lazy = tmp_path / "lazy.py"
     lazy.write_text("def f():\n    from tunery.cli import main\n    from .errors import TuneryError\n")
     assert {"tunery.cli", "tunery.errors"} <= imports_of_text(lazy, "tunery.lazy")
+
+
+MAX_LINES = 600  # one module, one job (README): a file past this is split along its seams
+
+
+def test_no_module_is_over_600_lines():
+    long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
