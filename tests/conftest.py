@@ -24,6 +24,18 @@ def tiny_qwen_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen", family="qwen")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Two cores shared by several test runs: one torch thread is many times faster than two fighting ones.
+    A module that trains takes it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
     if not (SHARED_DATASETS / "dataset_info.json").exists():

@@ -24,14 +24,7 @@ FAST = {"max_steps": 2, "max_samples": 8, "cutoff_len": 64, "logging_steps": 1, 
         "per_device_train_batch_size": 2, "report_to": "none", "template": "llama3", "lora_rank": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(capsys, model, out, *files, **options) -> tuple[int, str]:

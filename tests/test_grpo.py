@@ -34,14 +34,7 @@ QUICK = {"dataset": "arithmetic_demo", "dataset_dir": DATA_DIR, "template": "lla
          "report_to": "none", "overwrite_output_dir": "true", "lora_rank": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(model: Path, out: Path, **options) -> int:

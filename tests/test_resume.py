@@ -31,14 +31,7 @@ def argv(model: Path, out: Path, **extra) -> list[str]:
     return ["train", *(f"{k}={v}" for k, v in options.items())]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,7 @@ FAST = {"max_steps": 2, "max_samples": 16, "cutoff_len": 96, "logging_steps": 1,
         "dataset_dir": DATA_DIR}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(model: Path, out: Path, **options) -> int:

@@ -17,14 +17,7 @@ FAST = {"max_steps": 2, "max_samples": 16, "cutoff_len": 128, "logging_steps": 1
         "per_device_train_batch_size": 2, "report_to": "none", "overwrite_output_dir": "true", "template": "llama3"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(model: Path, out: Path, **options) -> int:

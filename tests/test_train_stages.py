@@ -23,15 +23,7 @@ FAST = {"max_steps": 2, "max_samples": 16, "cutoff_len": 128, "val_size": 0, "ev
         "gradient_accumulation_steps": 1, "max_new_tokens": 8, "report_to": "none", "overwrite_output_dir": "true"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two cores shared by several test runs: one torch thread is many times faster than two fighting ones."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from typing import Iterator, Optional
 from tunery.chat.sampling import GENERATION_KEYS, sampling_params
 from tunery.chat.stream import (ContextLengthError, NotARewardModel, Response, StopTrimmer, Stream,
                                 check_messages)
+from tunery.config.stages import stage_spec
 from tunery.errors import TuneryError
 from tunery.utils.logging import get_logger
 
@@ -224,8 +225,9 @@ def _context_length(config, cfg) -> int:
 
 
 def create_engine(cfg):
-    """The engine `cfg` asks for: a reward scorer for stage: rm, else huggingface (default) or vllm."""
-    if cfg.stage == "rm":
+    """The engine `cfg` asks for: a reward scorer for a stage that saves a score head (rm), else huggingface
+    (default) or vllm."""
+    if stage_spec(cfg.stage).saves == "score":
         from tunery.chat.scorer import RewardEngine
 
         return RewardEngine(cfg)

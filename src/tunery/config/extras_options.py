@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from tunery.config.option import Option, Rule, non_negative, positive, probability
+from tunery.config.stages import stages_using, uses
 from tunery.errors import ConfigError
 
 M = "method"
@@ -99,9 +100,9 @@ def _sft_losses(cfg) -> None:
         return
     if len(chosen) > 1:
         raise ConfigError(f"{cfg.where}: options {' and '.join(chosen)} each replace the SFT loss — keep one")
-    if cfg.stage != "sft":
+    if not uses(cfg.stage, "sft_loss"):
         raise ConfigError(f"{cfg.where}: option '{chosen[0]}' changes the sft loss (stage is {cfg.stage}) — set "
-                          f"stage: sft or drop {chosen[0]}")
+                          f"stage: {stages_using('sft_loss')[0]} or drop {chosen[0]}")
 
 
 def _llama_pro(cfg) -> None:

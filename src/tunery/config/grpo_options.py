@@ -12,6 +12,7 @@ import importlib.util
 import re
 
 from tunery.config.option import Option, Rule, non_negative, positive
+from tunery.config.stages import names_text, stages_using, uses
 from tunery.errors import ConfigError
 
 R = "method: rlhf"
@@ -91,11 +92,12 @@ GRPO_ONLY = ("reward_funcs", "reward_weights", "num_generations", "max_completio
 
 def _grpo(cfg) -> None:
     where = cfg.where
-    if cfg.stage != "grpo":
+    if not uses(cfg.stage, "reward_funcs"):
         given = [n for n in GRPO_ONLY if n in cfg.explicit]
         if given:
-            raise ConfigError(f"{where}: option '{given[0]}' is used by stage grpo only (stage is {cfg.stage}) — set "
-                              f"stage: grpo or drop {given[0]}")
+            which = stages_using("reward_funcs")
+            raise ConfigError(f"{where}: option '{given[0]}' is used by stage {names_text(which)} only (stage is "
+                              f"{cfg.stage}) — set stage: {which[0]} or drop {given[0]}")
         return
     from tunery.config.reward_specs import check_reward_specs
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from tunery.config.option import Option, Rule, non_negative, positive, probability
+from tunery.config.stages import STAGES as STAGE_TABLE, names_text, stages_using, uses
 from tunery.errors import ConfigError
 
 G = "method"
@@ -12,7 +13,7 @@ L = "method: lora"
 F = "method: freeze"
 R = "method: rlhf"
 
-STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto", "grpo")
+STAGES = tuple(STAGE_TABLE)  # config/stages.py: one row per stage
 IMPLEMENTED_STAGES = STAGES  # every stage has a recipe in tunery.train.run
 ADAPTER_TYPES = ("lora", "oft")  # methods that train a PEFT adapter (saved as adapter_model.safetensors)
 # LLaMA-Factory's pref_loss values, then TRL's further DPOTrainer losses (train/dpo.py maps them onto TRL).
@@ -24,8 +25,8 @@ def _below_half(value):
 
 
 OPTIONS = [
-    Option("stage", "str", "sft", "Training stage: pt (pre-training on text), sft, rm (reward model), ppo, dpo "
-           "(also orpo/simpo through pref_loss), kto or grpo (online RL with reward functions, on TRL's GRPOTrainer).", G, choices=STAGES),
+    Option("stage", "str", "sft", "Training stage: " + "; ".join(f"{s.name} ({s.help})" for s in STAGE_TABLE.values())
+           + ".", G, choices=STAGES),
     Option("finetuning_type", "str", "lora", "How the model is trained.", G, choices=("lora", "oft", "freeze", "full")),
     Option("plot_loss", "bool", False, "Save training_loss.png (raw and smoothed) after training.", G),
     Option("include_effective_tokens_per_second", "bool", False, "Add effective_tokens_per_sec (non-padding tokens "
@@ -123,7 +124,8 @@ def _is_dir_with(path: str, name: str) -> bool:
 
 
 def _ppo_reward(cfg) -> None:
-    if cfg.stage != "ppo" and not (cfg.stage == "grpo" and "reward_model" in (cfg.reward_funcs or [])):
+    if not uses(cfg.stage, "reward_model") and not (uses(cfg.stage, "reward_funcs")
+                                                    and "reward_model" in (cfg.reward_funcs or [])):
         return
     where, kind, path = cfg.where, cfg.reward_model_type, cfg.reward_model
     if not path:
@@ -145,12 +147,13 @@ def _ppo_reward(cfg) -> None:
 
 
 def _pref_loss_stage(cfg) -> None:
-    if cfg.pref_loss != "sigmoid" and "pref_loss" in cfg.explicit and cfg.stage != "dpo":
-        raise ConfigError(f"{cfg.where}: option 'pref_loss' ({cfg.pref_loss}) is used by stage dpo only (stage is "
-                          f"{cfg.stage}) — set stage: dpo or drop pref_loss")
-    if cfg.stage == "dpo" and cfg.pref_loss == "exo_pair" and not cfg.dpo_label_smoothing:
+    if cfg.pref_loss != "sigmoid" and "pref_loss" in cfg.explicit and not uses(cfg.stage, "pref_loss"):
+        raise ConfigError(f"{cfg.where}: option 'pref_loss' ({cfg.pref_loss}) is used by stage "
+                          f"{names_text(stages_using('pref_loss'))} only (stage is "
+                          f"{cfg.stage}) — set stage: {stages_using('pref_loss')[0]} or drop pref_loss")
+    if uses(cfg.stage, "pref_loss") and cfg.pref_loss == "exo_pair" and not cfg.dpo_label_smoothing:
         raise ConfigError(f"{cfg.where}: pref_loss exo_pair needs dpo_label_smoothing > 0 (the EXO paper uses 1e-3)")
-    if cfg.stage == "dpo" and cfg.pref_loss in ("kto_pair", "orpo", "simpo") and (cfg.pref_bco_weight or
+    if uses(cfg.stage, "pref_loss") and cfg.pref_loss in ("kto_pair", "orpo", "simpo") and (cfg.pref_bco_weight or
                                                                                 cfg.ld_alpha is not None):
         raise ConfigError(f"{cfg.where}: pref_bco_weight and ld_alpha work with the losses on TRL's DPOTrainer, not "
                           f"with pref_loss {cfg.pref_loss} — drop them or pick another pref_loss")

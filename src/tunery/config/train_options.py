@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from tunery.config.option import Option, Rule
+from tunery.config.stages import names_text, stages_using, uses
 from tunery.errors import ConfigError
 
 G = "output"
@@ -108,9 +109,10 @@ def _stage_support(cfg) -> None:
 def _predict(cfg) -> None:
     if not cfg.do_predict:
         return
-    if cfg.stage != "sft":
-        raise ConfigError(f"{cfg.where}: do_predict generates answers, which only stage sft does (stage is "
-                          f"{cfg.stage}) — use stage: sft with the adapter or model to evaluate")
+    if not uses(cfg.stage, "predict"):
+        which = stages_using("predict")
+        raise ConfigError(f"{cfg.where}: do_predict generates answers, which only stage {names_text(which)} does "
+                          f"(stage is {cfg.stage}) — use stage: {which[0]} with the adapter or model to evaluate")
     if not (cfg.eval_dataset or (cfg.val_size and cfg.dataset)):
         raise ConfigError(f"{cfg.where}: do_predict needs data to answer — set eval_dataset (e.g. "
                           "eval_dataset: identity) or val_size with dataset")
@@ -121,15 +123,10 @@ def _deepspeed(cfg) -> None:
     if isinstance(fsdp_config, str) and not os.path.isfile(fsdp_config):
         raise ConfigError(f"{cfg.where}: fsdp_config file '{fsdp_config}' does not exist — check the path (example: "
                           "examples/accelerate/fsdp_training_config.json)")
-    if cfg.fsdp and cfg.fsdp not in ([], "", False):
-        from tunery.utils.device import accelerator_available
+    from tunery.train import cpu_fsdp
 
-        if not accelerator_available():
-            # accelerate's state turns FSDP on only for GPU-like devices (MULTI_GPU/NPU/XPU/...): on CPU the fsdp
-            # options would be dropped silently and the run would be plain DDP.
-            raise ConfigError(f"{cfg.where}: option 'fsdp' needs GPUs (accelerate shards with FSDP only on CUDA, "
-                              "NPU, XPU, MLU, MUSA, HPU devices) and this machine has none — drop fsdp/fsdp_config: "
-                              "several CPU processes still train data parallel (FORCE_TORCHRUN=1 NPROC_PER_NODE=N)")
+    if cpu_fsdp.on_cpu(cfg):  # no GPU: FSDP2 through transformers' load-time sharding (train/cpu_fsdp.py)
+        cpu_fsdp.check(cfg)
     ds = cfg.deepspeed
     if not ds:
         return

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from tunery.utils.logging import get_logger
 
+from ..config.stages import uses
 from .packing import packing_enabled
 from .records import IGNORE_INDEX
 
@@ -58,7 +59,8 @@ def padding_free_enabled(cfg, model=None) -> bool:
     setting = getattr(cfg, "padding_free", False)
     if setting is not None:
         return bool(setting)
-    if cfg.stage != "sft" or (packing_enabled(cfg) and not cfg.neat_packing) or cfg.deepspeed or cfg.fsdp:
+    if not uses(cfg.stage, "packed_rows") or (packing_enabled(cfg) and not cfg.neat_packing) or cfg.deepspeed \
+            or cfg.fsdp:
         return False
     if getattr(cfg, "neftune_noise_alpha", None):  # NEFTune scales its noise by the row length: keep padded rows
         return False

@@ -15,13 +15,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from tunery.config.stages import stage_spec, uses
 from tunery.errors import ConfigError, DataError
 from tunery.utils.logging import get_logger
 
 logger = get_logger(__name__)
 
 MIN_RECORDS_PER_WORKER = 1000  # below this a process pool costs more than it saves (benchmarks/preprocess.py)
-RESPONSE_STAGES = ("sft", "kto", "rm", "dpo", "orpo", "simpo")  # stages that train on the responses' text
 
 
 @dataclass
@@ -59,7 +59,7 @@ def load_records(cfg):
         eval_names=list(cfg.eval_dataset) if cfg.eval_dataset else None,
         placeholders=cfg.placeholders,
     )
-    if cfg.stage in RESPONSE_STAGES:
+    if stage_spec(cfg.stage).trains_responses:
         loaded.train = drop_empty_responses(loaded.train, loaded.dropped)
         if loaded.eval is not None:
             loaded.eval = drop_empty_responses(loaded.eval, loaded.dropped)
@@ -267,7 +267,7 @@ def _check_cached_layout(cfg, path: str, train: list[dict]) -> None:
     """Saved packed rows need packing on (the packed collator), saved examples need it off."""
     from tunery.data.packing import packing_enabled
 
-    if train is None or not len(train) or cfg.stage != "sft":
+    if train is None or not len(train) or not uses(cfg.stage, "packed_rows"):
         return
     packed = "position_ids" in train.column_names
     if packed and not packing_enabled(cfg):

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from itertools import chain
 
+from ..config.stages import ENCODE_AS
 from ..errors import ConfigError, DataError, did_you_mean
 from .records import ASSISTANT, IGNORE_INDEX, AlignedRecord
 from .templates.template import batch_text_encoder, token_cache, tokenize_texts
@@ -27,18 +28,7 @@ logger = logging.getLogger(__name__)
 TRUNCATION_WARN_SHARE = 0.5  # warn when at least this share of the examples is cut by cutoff_len
 LF_BATCH_SIZE = 1000  # LLaMA-Factory's preprocessing_batch_size: pt packing and kto pairing work per batch
 
-STAGE_ENCODERS = {
-    "pt": "pretrain",
-    "sft": "supervised",
-    "rm": "pairwise",
-    "dpo": "pairwise",
-    "orpo": "pairwise",
-    "simpo": "pairwise",
-    "ppo": "unsupervised",
-    "grpo": "unsupervised",
-    "predict": "unsupervised",
-    "kto": "kto",
-}
+STAGE_ENCODERS = ENCODE_AS  # stage (or "predict") -> encoder, from the stage table (config/stages.py)
 
 
 # Raw text is cut before tokenizing to what cutoff_len can use, so one huge record cannot take the machine's memory:
@@ -454,7 +444,7 @@ def encode_dataset(
     num_workers: int = 1,
     chunk_size: int = 256,
 ) -> EncodedDataset:
-    """Encode ``records`` for ``stage`` (pt, sft, rm, dpo, orpo, simpo, kto, ppo, predict), in order.
+    """Encode ``records`` for ``stage`` (a stage of config/stages.py, or "predict"), in order.
 
     Records that cannot be encoded or leave nothing to train on are dropped and counted in ``result.dropped``.
     With ``num_workers > 1`` chunks are encoded in a process pool (each worker receives the tokenizer once). pt and

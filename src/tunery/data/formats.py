@@ -13,15 +13,14 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from ..errors import ConfigError, DataError
+from ..config.stages import stage_spec
+from ..errors import DataError
 from ..utils.logging import get_logger
 from .records import ASSISTANT, FUNCTION, OBSERVATION, SYSTEM, USER, AlignedRecord
 from .registry import ALPACA_DEFAULTS, COLUMN_FIELDS, OPENAI_TAGS, SHAREGPT_TAGS, DatasetSpec
 
 logger = get_logger(__name__)
 
-RANKING_STAGES = ("rm", "dpo", "orpo", "simpo")
-STAGES = ("pt", "sft", "kto", "ppo", "grpo") + RANKING_STAGES
 MEDIA_FIELDS = ("images", "videos", "audios")
 
 
@@ -34,11 +33,13 @@ class _Drop(Exception):
 
 
 def check_stage(stage: str) -> str:
-    if stage not in STAGES:
-        from ..errors import did_you_mean
-
-        raise ConfigError(f"unknown stage '{stage}'{did_you_mean(str(stage), STAGES)} — use one of {', '.join(STAGES)}")
+    stage_spec(stage)  # an unknown stage is a ConfigError naming the stages
     return stage
+
+
+def reads(stage: str) -> str:
+    """The record kind ``stage`` converts its datasets to (config/stages.py)."""
+    return stage_spec(stage).reads
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -345,13 +346,13 @@ def _required_fields(spec: DatasetSpec, stage: str) -> list[str]:
     """Column fields every record must have (key present) for this stage."""
     if spec.formatting == "alpaca":
         fields = ["prompt"] if spec.columns["prompt"] else []
-        if stage in ("sft", "kto") and not spec.ranking and spec.columns["response"]:
+        if reads(stage) in ("chat", "kto") and not spec.ranking and spec.columns["response"]:
             fields.append("response")
     else:
         fields = ["messages"]
-    if spec.ranking and stage in RANKING_STAGES:
+    if spec.ranking and reads(stage) == "ranking":
         fields += ["chosen", "rejected"]
-    if stage == "kto" and spec.columns["kto_tag"]:
+    if reads(stage) == "kto" and spec.columns["kto_tag"]:
         fields.append("kto_tag")
     return fields
 
@@ -400,23 +401,24 @@ def passthrough_columns(row: dict, spec: DatasetSpec) -> dict:
 
 def _fit_stage(prompt, response, kto_tag, stage: str, where: str):
     """Apply the checks LLaMA-Factory's per-stage processors make; return the (prompt, response) to keep."""
-    if stage == "pt":  # LLaMA-Factory pre-trains on the first prompt message only
+    kind = reads(stage)
+    if kind == "text":  # LLaMA-Factory pre-trains on the first prompt message only
         text = prompt[0]["content"] if prompt else ""
         if not text:
             raise _Drop("empty text", f"{where}: empty text")
         return [_msg(USER, text)], []
     if len(prompt) % 2 != 1:
         raise _Drop("prompt does not end with a user turn", f"{where}: {len(prompt)} prompt turns")
-    if stage == "sft" and len(response) != 1:
+    if kind == "chat" and len(response) != 1:
         raise _Drop("no response", f"{where}: no response text (null or missing)")
-    if stage in RANKING_STAGES and len(response) < 2:
+    if kind == "ranking" and len(response) < 2:
         raise _Drop("no chosen/rejected pair", f"{where}: needs chosen and rejected responses")
-    if stage == "kto":
+    if kind == "kto":
         if kto_tag is None:
             raise _Drop("kto_tag is not true/false", f"{where}: kto_tag must be true or false")
         if len(response) != 1:
             raise _Drop("no response", f"{where}: no response text")
-    if stage in ("ppo", "grpo") and len(response) > 1:
+    if kind == "prompt" and len(response) > 1:
         response = []
     return prompt, response
 
@@ -454,6 +456,7 @@ def to_aligned(
     indices = list(range(len(rows))) if indices is None else indices
     _check_columns(rows, spec, stage, indices, columns_seen)
     convert = _CONVERTERS[spec.formatting]
+    with_columns = "reward_funcs" in stage_spec(stage).uses  # the reward functions get the other columns
     media = [(k, spec.columns[k]) for k in MEDIA_FIELDS if spec.columns.get(k)]
     out: list[AlignedRecord] = []
     counts: dict[str, int] = {}
@@ -471,7 +474,7 @@ def to_aligned(
         extra = {k: row[c] for k, c in media if row.get(c) not in (None, [], "")}
         if extra:
             _refuse_media(spec, extra, where)
-        if stage == "grpo":
+        if with_columns:
             extra["columns"] = passthrough_columns(row, spec)
         out.append(AlignedRecord(prompt, response, system or "", tools or "", kto_tag, source, extra))
 

@@ -23,7 +23,8 @@ import numpy as np
 
 from ..errors import ConfigError, DataError, did_you_mean
 from ..utils.logging import get_logger
-from .formats import RANKING_STAGES, check_stage, detect_format, to_aligned
+from ..config.stages import names_text, stages_reading
+from .formats import check_stage, detect_format, reads, to_aligned
 from .records import AlignedRecord
 from .registry import DatasetSpec, get_dataset_spec, get_dataset_specs, load_registry  # noqa: F401 (re-exported)
 from .sources import read_rows
@@ -73,26 +74,28 @@ def _names(names: str | Sequence[str] | None) -> list[str]:
 def check_stage_fit(spec: DatasetSpec, stage: str) -> None:
     """Refuse a dataset the stage cannot use, with the fix (LLaMA-Factory: "not applicable in the current stage")."""
     where = spec.where()
-    if spec.ranking and stage not in RANKING_STAGES:
+    kind = reads(stage)
+    if spec.ranking and kind != "ranking":
         raise DataError(
             f"dataset {spec.name} is a preference (ranking) dataset, which stage {stage} cannot use — use it with "
-            f"stage rm or dpo, or pick a non-ranking dataset for {stage}"
+            f"stage {names_text(stages_reading('ranking'))}, or pick a non-ranking dataset for {stage}"
         )
-    if not spec.ranking and stage in RANKING_STAGES:
+    if not spec.ranking and kind == "ranking":
         raise DataError(
             f'dataset {spec.name} is not a preference dataset (no "ranking": true in {where}), but stage {stage} '
             "needs chosen/rejected pairs — use a ranking dataset such as dpo_en_demo, or set ranking and "
             "columns.chosen/rejected in its entry"
         )
-    if stage == "kto" and not spec.columns.get("kto_tag"):
+    if kind == "kto" and not spec.columns.get("kto_tag"):
         raise DataError(
             f"dataset {spec.name} has no kto_tag column, which stage kto needs — set columns.kto_tag in {where} "
             '(a true/false column, e.g. "label") or use a KTO dataset such as kto_en_demo'
         )
-    if stage == "sft" and spec.columns.get("kto_tag"):
+    if kind == "chat" and spec.columns.get("kto_tag"):
         raise DataError(
             f"dataset {spec.name} is a KTO dataset (columns.kto_tag in {where}) whose responses are labelled "
-            "good/bad; stage sft would learn the bad ones too — use stage kto, or remove kto_tag from its columns"
+            f"good/bad; stage {stage} would learn the bad ones too — use stage {names_text(stages_reading('kto'))}, or "
+            "remove kto_tag from its columns"
         )
 
 
@@ -265,7 +268,7 @@ def load_datasets(
     eval_names: str | Sequence[str] | None = None,
     placeholders: dict[str, str] | None = None,
 ) -> LoadedData:
-    """Load, convert, mix and split the named datasets for ``stage`` (pt, sft, rm, dpo, kto, ppo, orpo, simpo).
+    """Load, convert, mix and split the named datasets for ``stage`` (a row of config/stages.py).
 
     ``max_samples`` caps each dataset (train and eval) at its first N rows; ``val_size`` is a fraction in (0, 1) or
     a count > 1 taken out of the mixed training data; ``eval_names`` load a separate evaluation set instead;

@@ -18,6 +18,7 @@ import sys
 from itertools import islice
 from typing import TextIO
 
+from ..config.stages import stage_spec
 from .records import IGNORE_INDEX
 
 OPEN, CLOSE = "[[", "]]"
@@ -108,7 +109,8 @@ def _show_record(out: _Out, cfg, index: int, total: int, record, template, token
             out.parts(segments(tokenizer, ids, labels))
         return
     ids, labels = example["input_ids"], example["labels"]
-    if cfg.stage in ("ppo", "grpo", "predict") or len(labels) != len(ids):  # prompt only; labels hold the reference answer
+    # prompt only; labels hold the reference answer
+    if stage_spec(cfg.stage).reads == "prompt" or len(labels) != len(ids):
         out.line(f"{head} · prompt {len(ids)} tokens ──", style="bold")
         out.parts([(tokenizer.decode(ids, skip_special_tokens=False), False)])
         out.line("reference answer: " + tokenizer.decode(labels, skip_special_tokens=False))
@@ -143,7 +145,7 @@ def build_summary(cfg, loaded, prepared, template, tokenizer) -> dict:
         "placeholders": dict(prepared.placeholders),
     }
     summary.update(summarize(stats, encode_cutoff(cfg)))
-    if cfg.stage == "pt":
+    if stage_spec(cfg.stage).reads == "text":
         summary["pt_packing"] = cfg.packing is not False
     summary["trained"] = trained_share(prepared.unpacked if prepared.unpacked is not None else prepared.train)
     if prepared.packing:
@@ -163,16 +165,16 @@ def print_summary(out: _Out, summary: dict) -> None:
     out.line(f"stage {s['stage']}, template {s['template']}: {s['records']} training records ({per})"
              + (f", {s['eval_records']} evaluation records" if s["eval_records"] else "")
              + f" → {s['examples']} examples")
-    for part in ("prompt", "response") if s["stage"] != "pt" else ("prompt",):
+    for part in ("prompt", "response") if stage_spec(s["stage"]).reads != "text" else ("prompt",):
         p = s[f"{part}_tokens"]
-        name = "text" if s["stage"] == "pt" else part
+        name = "text" if stage_spec(s["stage"]).reads == "text" else part
         out.line(f"{name} tokens: p50 {p['p50']}, p90 {p['p90']}, p99 {p['p99']}, max {p['max']}")
     t = s["truncated_tokens"]
     if s["truncated_records"]:
         out.line(f"cutoff_len {s['cutoff_len']} truncates {s['truncated_records']} of {s['measured_records']} "
                  f"records ({_pct(s['truncated_records'], s['measured_records'])}), by {t['mean']} tokens on average "
                  f"(max {t['max']}, {t['total']} in all)", style="yellow")
-    elif s["stage"] == "pt" and s.get("pt_packing"):
+    elif stage_spec(s["stage"]).reads == "text" and s.get("pt_packing"):
         out.line(f"texts are joined and cut into blocks of cutoff_len {s['cutoff_len']} (the rest of each batch of "
                  "1000 texts is dropped)")
     else:
@@ -225,7 +227,7 @@ def preview(cfg, stream: TextIO | None = None, color: bool | None = None) -> dic
         print(json.dumps({"summary": summary}, ensure_ascii=False), file=stream)
         return summary
     out = _Out(stream, color)
-    if cfg.stage == "pt":
+    if stage_spec(cfg.stage).reads == "text":
         for i, example in enumerate(islice(prepared.train, num)):
             _show_block(out, i, len(prepared.train), example, tokenizer)
     else:

@@ -155,7 +155,7 @@ def _convert(spec, stage: str, max_samples, seed: int, dropped: dict, placeholde
 
 def load_to_arrow(cfg, folder: str):
     """LoadedData for the run's datasets whose ``train``/``eval`` are RecordViews over ``folder/records.arrow``."""
-    from .dataset import RESPONSE_STAGES
+    from ..config.stages import stage_spec
     from .formats import check_stage
     from .loader import (LoadedData, _check_options, check_stage_fit, _interleave, _names, _parse_probs, _val_count,
                          get_dataset_specs)
@@ -216,7 +216,7 @@ def load_to_arrow(cfg, folder: str):
                        "; ".join(f"{k} ({v})" for k, v in dropped.items()))
     logger.info("loaded %d training%s records from %s", len(train),
                 f" and {len(eval_order)} evaluation" if eval_order is not None else "", ", ".join(train_names))
-    if stage in RESPONSE_STAGES:
+    if stage_spec(stage).trains_responses:
         train = _drop_empty(table, train, dropped)
         if eval_order is not None:
             eval_order = _drop_empty(table, eval_order, dropped)

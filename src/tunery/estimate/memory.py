@@ -11,6 +11,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from tunery.config.stages import uses
+
 CUDA_OVERHEAD = 0.75 * 2**30  # context, cuBLAS workspace and the caching allocator's slack
 OPTIMIZER_STATES = {  # bytes per trainable parameter kept by the optimizer (per 4-byte parameter for fp32 ones)
     "adamw": 2.0, "adam": 2.0, "lion": 1.0, "sgd": 0.0, "adafactor": 0.05, "8bit": 0.5, "paged": 2.0,
@@ -90,7 +92,7 @@ def estimate_memory(cfg, counts, shapes, probe, runtime_bytes: float, device: st
     if shard["offload_params"]:
         weights = 0.0
     out.parts["weights"] = weights
-    if cfg.stage in ("dpo", "kto") and cfg.finetuning_type != "lora" and not cfg.ref_model:
+    if uses(cfg.stage, "reference_model") and cfg.finetuning_type != "lora" and not cfg.ref_model:
         out.parts["reference model"] = frozen * width if cfg.finetuning_type == "freeze" else counts.total * width
     trainable_width = 2 if cfg.pure_bf16 else (4 if cfg.finetuning_type == "lora" else width)
     lora_weights = counts.trainable * trainable_width if cfg.finetuning_type == "lora" else 0

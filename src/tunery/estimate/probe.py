@@ -5,7 +5,8 @@ micro-batch keeps for the backward pass, and the time of a training step.
   every tensor autograd saves for the backward pass is counted once (by storage; parameters excluded). The
   difference is one layer's share, the rest is the embeddings, head and loss — exact for any architecture.
 * Time: the full-depth model (when it is small enough to build here) or the 1- and 2-layer ones extrapolated, trained
-  for a few steps by the real transformers Trainer with the run's arguments at the run's median micro-batch.
+  for a few steps by the real transformers Trainer with the run's arguments at the run's median and largest
+  micro-batches: the two give a step's fixed cost and its cost per token.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class ProbeResult:
     base_bytes_per_token: float
     largest_saved_per_token: float  # the biggest single saved tensor (the logits' share): the backward's transient
     step_seconds: float | None  # one optimizer step (all its micro-batches) at the median micro-batch
+    peak_step_seconds: float | None  # the same at the largest micro-batch (None when it is the median's size)
     method: str  # how the time was found: "full model", "1-2 layer extrapolation", or "not probed"
 
 
@@ -151,18 +153,22 @@ def run_probe(cfg, total_params: int, layers: int, peak: tuple[int, int], median
     b2, _ = saved_bytes(two, _batch(two, *peak, padding_free, examples_per_row))
     layer = max(0, b2 - b1) / peak_tokens
     base = max(0, b1 - (b2 - b1)) / peak_tokens
-    step = None
+    step = peak_step = None
     method = "not probed"
     if time_it:
         gc = bool(cfg.gradient_checkpointing and not cfg.disable_gradient_checkpointing)
+        shapes = [median] + ([peak] if peak[0] * peak[1] > 1.2 * median[0] * median[1] else [])
         if total_params <= FULL_DEPTH_PROBE_PARAMS:
             del one, two
             full = build_probe_model(cfg, None, gc)
-            step = _time_steps(cfg, full, _batch(full, *median, padding_free, examples_per_row))
+            times = [_time_steps(cfg, full, _batch(full, *shape, padding_free, examples_per_row)) for shape in shapes]
             method = "full model, Trainer steps"
         else:
-            s1 = _time_steps(cfg, one, _batch(one, *median, padding_free, examples_per_row))
-            s2 = _time_steps(cfg, two, _batch(two, *median, padding_free, examples_per_row))
-            step = s1 + max(0.0, s2 - s1) * (layers - 1)
+            times = []
+            for shape in shapes:
+                s1 = _time_steps(cfg, one, _batch(one, *shape, padding_free, examples_per_row))
+                s2 = _time_steps(cfg, two, _batch(two, *shape, padding_free, examples_per_row))
+                times.append(s1 + max(0.0, s2 - s1) * (layers - 1))
             method = "1-2 layer Trainer steps, extrapolated"
-    return ProbeResult(layer, base, big1 / peak_tokens, step, method)
+        step, peak_step = times[0], (times[1] if len(times) > 1 else None)
+    return ProbeResult(layer, base, big1 / peak_tokens, step, peak_step, method)

@@ -11,6 +11,7 @@ import math
 import sys
 from dataclasses import asdict
 
+from tunery.config.stages import stage_spec, uses
 from tunery.estimate.memory import available_memory, current_rss, estimate_memory
 from tunery.estimate.probe import run_probe
 from tunery.estimate.shapes import batch_shapes, count_params, example_lengths, meta_model
@@ -30,12 +31,12 @@ def _device() -> str:
 def _padding_free(cfg) -> bool:
     if cfg.padding_free is not None:
         return bool(cfg.padding_free)
-    return (cfg.stage == "sft" and not cfg.packing and not cfg.neftune_noise_alpha and not cfg.deepspeed
+    return (uses(cfg.stage, "packed_rows") and not cfg.packing and not cfg.neftune_noise_alpha and not cfg.deepspeed
             and not cfg.fsdp)
 
 
 def _rows_per_example(stage: str) -> int:
-    return 2 if stage in ("rm", "dpo", "kto") else 1  # chosen + rejected; kto: the completion and its KL pair
+    return stage_spec(stage).sequences  # chosen + rejected; kto: the completion and its KL pair
 
 
 def _preload_trainer_libraries(stage: str) -> None:
@@ -43,7 +44,7 @@ def _preload_trainer_libraries(stage: str) -> None:
     import peft  # noqa: F401
     from transformers import Trainer  # noqa: F401
 
-    if stage in ("dpo", "kto", "rm", "ppo", "grpo"):
+    if uses(stage, "trl"):
         try:
             import trl  # noqa: F401
         except ImportError:
@@ -118,8 +119,14 @@ def _step_seconds(cfg, counts, shapes, probe) -> float | None:
     if probe.step_seconds is None:
         return None
     median_tokens = max(1, shapes.mean_rows * shapes.mean_length)
-    step = probe.step_seconds * shapes.mean_tokens / median_tokens
-    if cfg.stage in ("dpo", "kto"):
+    per_token = None
+    if probe.peak_step_seconds is not None:  # a line through (median, its time) and (peak, its time), at the mean
+        per_token = max(0.0, probe.peak_step_seconds - probe.step_seconds) / max(1, shapes.peak_tokens - median_tokens)
+    if per_token is not None and probe.step_seconds >= per_token * median_tokens:  # a fixed cost ≥ 0: the line holds
+        step = probe.step_seconds + per_token * (shapes.mean_tokens - median_tokens)
+    else:
+        step = probe.step_seconds * shapes.mean_tokens / median_tokens
+    if uses(cfg.stage, "reference_model"):
         step *= 4 / 3  # the reference model's forward pass (no backward)
     return step
 

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 
+from tunery.config.stages import stage_spec
 from tunery.errors import TuneryError
 from tunery.export import target as T
 from tunery.utils.logging import get_logger
@@ -136,7 +137,7 @@ def _write(cfg, model, tokenizer, template, export_dir: str) -> None:
     tokenizer.save_pretrained(export_dir)
     with open(os.path.join(export_dir, "Modelfile"), "w", encoding="utf-8") as fh:
         fh.write(ollama_modelfile(template, tokenizer))
-    if cfg.stage == "rm":
+    if stage_spec(cfg.stage).saves == "score":
         for folder in list(cfg.adapter_name_or_path or [])[::-1]:
             head = os.path.join(os.path.expanduser(folder), VALUE_HEAD_FILE)
             if os.path.isfile(head):

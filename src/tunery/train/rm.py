@@ -41,7 +41,7 @@ def _collator(cfg, tokenizer, multiple_of, model=None):
     return DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id, pad_to_multiple_of=multiple_of)
 
 
-RM = Stage(RewardTrainer, _collator, reward_head=True)
+RM = Stage(RewardTrainer, _collator)  # saves "score": the model loads with a score head (config/stages.py)
 
 
 def run_rm(cfg) -> None:

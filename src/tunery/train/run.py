@@ -1,32 +1,29 @@
-"""Pick the stage's recipe (each stage module imports its trainer lazily: `tunery train -h` stays fast)."""
+"""Run the stage's recipe: the ``trainer`` of its row in the stage table (config/stages.py), imported only now so
+that `tunery train -h` stays fast."""
 
 from __future__ import annotations
 
 import importlib
 
-RECIPES = {
-    "pt": ("tunery.train.pt", "run_pt"),
-    "sft": ("tunery.train.sft", "run_sft"),
-    "rm": ("tunery.train.rm", "run_rm"),
-    "dpo": ("tunery.train.dpo", "run_dpo"),
-    "kto": ("tunery.train.kto", "run_kto"),
-    "ppo": ("tunery.train.ppo", "run_ppo"),
-    "grpo": ("tunery.train.grpo", "run_grpo"),
-}
+from tunery.config.stages import stage_spec
+
+
+def recipe(stage: str):
+    """The function that trains ``stage`` (its row's ``trainer``, ``module:function``)."""
+    module, _, func = stage_spec(stage).trainer.partition(":")
+    return getattr(importlib.import_module(module), func)
 
 
 def run_train(cfg) -> None:
-    if cfg.stage not in RECIPES:  # validation refuses unknown stages; this guards direct API use
-        raise NotImplementedError(cfg.stage)
+    stage_spec(cfg.stage)  # validation refuses unknown stages; this guards direct API use
     from tunery.utils.memory import apply_malloc_mmap_threshold
 
     apply_malloc_mmap_threshold(cfg)  # before the data and the model take memory
-    module, func = RECIPES[cfg.stage]
     from tunery.runs import card
     from tunery.train.workflow import TrainingInterrupted
 
     try:
-        getattr(importlib.import_module(module), func)(cfg)
+        recipe(cfg.stage)(cfg)
     except TrainingInterrupted:
         card.finish(cfg.output_dir, "interrupted")
         raise

@@ -1,7 +1,8 @@
 """The recipe every Trainer-based stage (pt, sft, rm, dpo, kto) follows, written once:
 tokenizer → template → data → model → method → Trainer → train / evaluate / predict → artifacts.
 
-A stage module only says which Trainer class, collator and model head it uses (a :class:`Stage`).
+A stage module only says which Trainer class and collator it uses (a :class:`Stage`); what the stage reads, encodes
+and saves is its row in the stage table (config/stages.py).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ def interrupted(interrupt, step: int, path: str) -> TrainingInterrupted:
 class Stage:
     trainer_cls: type
     collator: Callable[[Any, Any, int | None, Any], Any]  # (cfg, tokenizer, pad_to_multiple_of, model) -> collator
-    reward_head: bool = False  # load the model with a 1-output score head (AutoModelForSequenceClassification)
     trainer_kwargs: Callable[[Any, Any], dict] = field(default=lambda cfg, tokenizer: {})  # e.g. the ref model
 
 
@@ -85,11 +85,18 @@ def load_data(cfg, tokenizer, template):
 
 def load_stage_model(cfg, tokenizer, stage: Stage):
     """The model with its fine-tuning method attached (training) or its adapters merged (evaluation only)."""
+    from tunery.config.stages import stage_spec
     from tunery.model.adapters import load_adapters, prepare_for_training
     from tunery.model.load import load_model
+    from tunery.train import cpu_fsdp
     from tunery.train.models import load_reward_model
 
-    model = load_reward_model(cfg, tokenizer) if stage.reward_head else load_model(cfg, tokenizer)
+    # a stage that saves a score head loads the model with a 1-output one (AutoModelForSequenceClassification)
+    reward_head = stage_spec(cfg.stage).saves == "score"
+    sharding = cpu_fsdp.load_kwargs(cfg)  # CPU FSDP2: transformers shards the model as it loads
+    model = load_reward_model(cfg, tokenizer) if reward_head else load_model(cfg, tokenizer, **sharding)
+    if sharding:
+        cpu_fsdp.check_wrapped(cfg, model)
     if cfg.do_train:
         return prepare_for_training(model, cfg)
     return load_adapters(model, cfg, is_trainable=False)
