@@ -10,13 +10,13 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "tunery"
 
 # Lowest first. A module may import its own layer and the layers below it.
 LAYERS = [
-    {"errors", "utils"},
+    {"errors", "utils"},  # utils/handoff.py: whether and how `tunery train` starts torchrun
     {"config"},
     {"data", "model"},
     {"train", "chat", "eval", "export", "estimate", "runs"},
     {"api", "webui", "demo"},
     # the commands; the package's own __init__ re-exports ChatModel, env reports its __version__
-    {"cli", "launch", "handoff", "torchrun", "env", "__init__", "__main__"},
+    {"cli", "launch", "torchrun", "env", "__init__", "__main__"},
 ]
 
 

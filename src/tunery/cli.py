@@ -52,7 +52,7 @@ def _train(argv: list[str]) -> int:
         from tunery.estimate.report import run_estimate
 
         return run_estimate(cfg)
-    from tunery.handoff import hand_off, torchrun_plan
+    from tunery.utils.handoff import hand_off, torchrun_plan
 
     plan = torchrun_plan()
     if plan is not None:  # several devices or nodes: the same command in each torchrun process

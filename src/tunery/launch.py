@@ -1,13 +1,13 @@
 """Entry of each torchrun process: ``python -m tunery.launch ARGS`` runs `tunery train ARGS` in this process.
 Each process then runs the same training (transformers/accelerate do the distributed part: DDP, DeepSpeed or FSDP
-from the options); :mod:`tunery.handoff` decides when `tunery train` starts torchrun and builds its command.
+from the options); :mod:`tunery.utils.handoff` decides when `tunery train` starts torchrun and builds its command.
 """
 
 from __future__ import annotations
 
 import sys
 
-from tunery.handoff import hand_off, is_worker, torchrun_command, torchrun_plan
+from tunery.utils.handoff import hand_off, is_worker, torchrun_command, torchrun_plan
 
 __all__ = ["hand_off", "is_worker", "main", "torchrun_command", "torchrun_plan"]
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 
 from tunery.config.option import Option, Rule, non_negative, positive
+from tunery.config.stages import STAGES, names_text, stage_spec, stages_using, uses
 from tunery.errors import ConfigError
+from tunery.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 G = "data"
 
@@ -78,9 +82,12 @@ OPTIONS = [
 ]
 
 
-def _needs_dataset(cfg) -> None:
-    from tunery.data.cache import has_tokenized_data
+def has_tokenized_data(path: str | None) -> bool:
+    """A folder that ``save_to_disk`` wrote (by Tunery or LLaMA-Factory): what ``tokenized_path`` loads from."""
+    return bool(path) and os.path.isfile(os.path.join(os.path.expanduser(path), "dataset_dict.json"))
 
+
+def _needs_dataset(cfg) -> None:
     if cfg.do_train and not cfg.dataset and not has_tokenized_data(cfg.tokenized_path):
         raise ConfigError(f"{cfg.where}: option 'dataset' is required for training — name one or more entries of "
                           f"{os.path.join(cfg.dataset_dir, 'dataset_info.json')}")
@@ -106,9 +113,10 @@ def _preview_dataset(cfg) -> None:
 def _loss_padding(cfg) -> None:
     if cfg.ignore_pad_token_for_loss:
         return
-    if cfg.stage != "sft":
-        raise ConfigError(f"{cfg.where}: option 'ignore_pad_token_for_loss: false' works with stage sft only (stage "
-                          f"is {cfg.stage}, whose padding is never trained) — drop it")
+    if not uses(cfg.stage, "pad_labels"):
+        raise ConfigError(f"{cfg.where}: option 'ignore_pad_token_for_loss: false' works with stage "
+                          f"{names_text(stages_using('pad_labels'))} only (stage is {cfg.stage}, whose padding is never "
+                          "trained) — drop it")
     if cfg.padding_free:
         raise ConfigError(f"{cfg.where}: ignore_pad_token_for_loss: false trains the padding, and padding_free "
                           "batches have none — drop one of them")
@@ -120,9 +128,28 @@ def _each_eval_dataset(cfg) -> None:
                           "which is not set — name them in eval_dataset, or drop eval_on_each_dataset")
 
 
-def _packing(cfg) -> None:
-    from tunery.data.packing import check_packing_options
+def check_packing_options(cfg) -> None:  # also data/dataset.py and preview.py
+    """Refuse neat_packing outside the stages that pack rows (sft, as LLaMA-Factory does); warn that packing does
+    nothing in a stage that neither packs rows nor concatenates texts into blocks (pt)."""
+    rows = names_text(stages_using("packed_rows"))
+    if cfg.neat_packing and not uses(cfg.stage, "packed_rows"):
+        raise ConfigError(f"{cfg.where}: option 'neat_packing' works with stage {rows} only (got stage {cfg.stage}) "
+                          "— remove neat_packing")
+    if getattr(cfg, "padding_free", False):
+        if not uses(cfg.stage, "packed_rows"):
+            raise ConfigError(f"{cfg.where}: option 'padding_free' works with stage {rows} only (got stage "
+                              f"{cfg.stage}) — remove padding_free")
+        if cfg.packing and not cfg.neat_packing:
+            raise ConfigError(f"{cfg.where}: padding_free keeps examples apart but packing (without neat_packing) "
+                              "lets packed examples see each other — set neat_packing: true or remove padding_free")
+    if cfg.packing and not (uses(cfg.stage, "packed_rows") or stage_spec(cfg.stage).encoder == "pretrain"):
+        packers = [s for s in STAGES if uses(s, "packed_rows") or STAGES[s].encoder == "pretrain"]
+        logger.warning("option 'packing' has no effect in stage %s (only %s pack), except that examples are "
+                       "cut to cutoff_len - 1 as in LLaMA-Factory — remove packing", cfg.stage,
+                       " and ".join(packers))
 
+
+def _packing(cfg) -> None:
     check_packing_options(cfg)
 
 

@@ -14,7 +14,6 @@ F = "method: freeze"
 R = "method: rlhf"
 
 STAGES = tuple(STAGE_TABLE)  # config/stages.py: one row per stage
-IMPLEMENTED_STAGES = STAGES  # every stage has a recipe in tunery.train.run
 ADAPTER_TYPES = ("lora", "oft")  # methods that train a PEFT adapter (saved as adapter_model.safetensors)
 # LLaMA-Factory's pref_loss values, then TRL's further DPOTrainer losses (train/dpo.py maps them onto TRL).
 PREF_LOSSES = ("sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo", "robust", "exo_pair", "nca_pair", "bco_pair",

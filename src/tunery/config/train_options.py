@@ -95,15 +95,16 @@ def _step_intervals(cfg) -> None:
                               "epoch or no")
 
 
-# Options of the Trainer-based recipe (train/workflow.py) that ppo's own loop and grpo do not have.
-_NOT_IN = {"debug_data": ("ppo", "grpo"), "eval_on_each_dataset": ("ppo", "grpo"),
-           "include_effective_tokens_per_second": ("ppo",)}
+# Options that only some stages' training has (config/stages.py: the feature of each)
+_FEATURE_OF = {"debug_data": "workflow", "eval_on_each_dataset": "workflow",
+               "include_effective_tokens_per_second": "train_metrics"}
 
 
 def _stage_support(cfg) -> None:
-    for name, stages in _NOT_IN.items():
-        if cfg.stage in stages and getattr(cfg, name):
-            raise ConfigError(f"{cfg.where}: option '{name}' is not supported in stage {cfg.stage} — drop it")
+    for name, feature in _FEATURE_OF.items():
+        if getattr(cfg, name) and not uses(cfg.stage, feature):
+            raise ConfigError(f"{cfg.where}: option '{name}' is not supported in stage {cfg.stage} (only "
+                              f"{names_text(stages_using(feature))}) — drop it")
 
 
 def _predict(cfg) -> None:
@@ -123,7 +124,7 @@ def _deepspeed(cfg) -> None:
     if isinstance(fsdp_config, str) and not os.path.isfile(fsdp_config):
         raise ConfigError(f"{cfg.where}: fsdp_config file '{fsdp_config}' does not exist — check the path (example: "
                           "examples/accelerate/fsdp_training_config.json)")
-    from tunery.train import cpu_fsdp
+    from tunery.config import cpu_fsdp
 
     if cpu_fsdp.on_cpu(cfg):  # no GPU: FSDP2 through transformers' load-time sharding (train/cpu_fsdp.py)
         cpu_fsdp.check(cfg)

@@ -310,7 +310,7 @@ def prepare_datasets(cfg, tokenizer, template) -> PreparedData:
     ``overwrite_cache``), else loaded, encoded, packed (sft with packing) into a new cache entry — and then saved to
     ``tokenized_path`` when it is set."""
     from tunery.data import cache, encoding_cache
-    from tunery.data.packing import check_packing_options
+    from tunery.config.data_options import check_packing_options
 
     started = time.perf_counter()
     check_packing_options(cfg)

@@ -209,7 +209,7 @@ def preview(cfg, stream: TextIO | None = None, color: bool | None = None) -> dic
     from tunery.model.load import load_tokenizer
 
     from .dataset import check_template_tokens, encode_loaded, load_records
-    from .packing import check_packing_options
+    from ..config.data_options import check_packing_options
     from .template_select import resolve_template
 
     stream = stream or sys.stdout
