@@ -215,7 +215,7 @@ def preview(cfg, stream: TextIO | None = None, color: bool | None = None) -> dic
     stream = stream or sys.stdout
     check_packing_options(cfg)
     tokenizer = load_tokenizer(cfg)
-    template = resolve_template(cfg, tokenizer)
+    template = resolve_template(cfg, tokenizer, check_serving=True)
     check_template_tokens(template, tokenizer, cfg.model_name_or_path or "")
     loaded = load_records(cfg)
     prepared = encode_loaded(cfg, loaded, template, tokenizer, strict=False, keep_unpacked=True)

@@ -255,7 +255,7 @@ def run_grpo(cfg) -> None:
 
     # 1. Everything that can fail on the user's input happens before the model loads.
     tokenizer = load_tokenizer(cfg)
-    template = resolve_template(cfg, tokenizer)
+    template = resolve_template(cfg, tokenizer, check_serving=True)
     prompts, eval_prompts = load_prompts(cfg, tokenizer, template)
     args = grpo_arguments(cfg)
     with args.main_process_first(local=False, desc="output_dir"):

@@ -292,7 +292,7 @@ def run_ppo(cfg) -> None:
         raise TuneryError("stage ppo only trains — set do_train: true (evaluate the result with stage sft and "
                           "do_predict)")
     tokenizer = load_tokenizer(cfg)
-    template = resolve_template(cfg, tokenizer)
+    template = resolve_template(cfg, tokenizer, check_serving=True)
     prompts = prepare_datasets(cfg, tokenizer, template).train["input_ids"]  # a lazy column of the mapped Dataset
     args = training_arguments(cfg)
     resume = prepare_output_dir(cfg)

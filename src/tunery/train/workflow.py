@@ -131,7 +131,7 @@ def run_stage(cfg, stage: Stage) -> None:
 
     # 1. Everything that can fail on the user's input happens before the model loads.
     tokenizer = load_tokenizer(cfg)
-    template = resolve_template(cfg, tokenizer)
+    template = resolve_template(cfg, tokenizer, check_serving=True)
     data = load_data(cfg, tokenizer, template)
     evaluation = _each_eval_dataset(cfg, template, tokenizer) if cfg.eval_on_each_dataset else data.eval
     if cfg.debug_data and cfg.do_train:
