@@ -11,7 +11,7 @@ import pytest
 from tunery.config import parse_config
 from tunery.data import cache
 from tunery.data.dataset import _workers, encode_records, load_records, prepare_datasets
-from tunery.data.encode import encode_dataset
+from tunery.data.encoded import encode_dataset
 from tunery.demo import DATA_DIR
 from tunery.errors import ConfigError, DataError
 

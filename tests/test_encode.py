@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from tunery.data.encode import (
-    encode_dataset,
     encode_kto,
     encode_pairwise,
     encode_pretrain,
@@ -13,6 +12,7 @@ from tunery.data.encode import (
     encode_unsupervised,
     infer_seqlen,
 )
+from tunery.data.encoded import encode_dataset
 from tunery.data.records import IGNORE_INDEX, AlignedRecord
 from tunery.data.templates import Template, get_template
 from tunery.errors import ConfigError

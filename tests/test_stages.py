@@ -93,7 +93,7 @@ def test_a_new_row_is_all_the_data_layer_needs(monkeypatch, tmp_path, tiny_llama
     no edit anywhere else in data/."""
     from transformers import AutoTokenizer
 
-    from tunery.data.encode import encode_dataset
+    from tunery.data.encoded import encode_dataset
     from tunery.data.formats import to_aligned
     from tunery.data.loader import check_stage_fit
     from tunery.data.registry import spec_from_entry

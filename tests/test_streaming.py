@@ -12,6 +12,7 @@ from conftest import one_error_line
 from tunery.cli import main
 from tunery.config import parse_config
 from tunery.data.dataset import prepare_datasets
+from tunery.data.streaming import stream_datasets
 from tunery.data.template_select import resolve_template
 from tunery.model.load import load_tokenizer
 
@@ -73,7 +74,7 @@ def test_streamed_examples_are_the_non_streaming_ones(tiny_llama3_dir, shared_da
     template = resolve_template(cfg, tokenizer)
     expected = prepare_datasets(cfg, tokenizer, template).train.to_list()
     streamed_cfg = parse_config("train", args + ["streaming=true", f"buffer_size={len(expected) + 1}"])
-    streamed = list(prepare_datasets(streamed_cfg, tokenizer, template).train)
+    streamed = list(stream_datasets(streamed_cfg, tokenizer, template).train)
     assert len(streamed) == len(expected) > 0
     key = lambda e: (tuple(e["input_ids"]), tuple(e["labels"]))  # noqa: E731
     assert sorted(map(key, streamed)) == sorted(map(key, expected))
@@ -114,10 +115,10 @@ def test_val_size_takes_the_first_streamed_examples_for_evaluation(tiny_llama3_d
     cfg = parse_config("train", args)
     tokenizer = load_tokenizer(cfg)
     prepared_template = lambda c: resolve_template(c, tokenizer)  # noqa: E731
-    prepared = prepare_datasets(cfg, tokenizer, prepared_template(cfg))
+    prepared = stream_datasets(cfg, tokenizer, prepared_template(cfg))
     held_out = [tuple(e["input_ids"]) for e in prepared.eval]
     train = [tuple(e["input_ids"]) for e in prepared.train]
     whole = parse_config("train", [a for a in args if not a.startswith("val_size=")])
-    every = [tuple(e["input_ids"]) for e in prepare_datasets(whole, tokenizer, prepared_template(whole)).train]
+    every = [tuple(e["input_ids"]) for e in stream_datasets(whole, tokenizer, prepared_template(whole)).train]
     assert len(held_out) == 5 and len(train) == len(every) - 5
     assert sorted(held_out + train) == sorted(every)

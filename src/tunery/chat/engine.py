@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Iterator, Optional
 
+from tunery.chat.sampling import GENERATION_KEYS, sampling_params
 from tunery.chat.stream import (ContextLengthError, NotARewardModel, Response, StopTrimmer, Stream,
                                 check_messages)
 from tunery.config.stages import stage_spec
@@ -22,9 +23,6 @@ logger = get_logger(__name__)
 __all__ = ["GENERATION_KEYS", "HuggingFaceEngine", "Response", "Stream", "ContextLengthError", "create_engine",
            "create_compare_engines", "derive_config"]
 
-GENERATION_KEYS = ("do_sample", "temperature", "top_p", "top_k", "num_beams", "max_new_tokens", "max_length",
-                   "repetition_penalty", "length_penalty")
-
 
 def derive_config(cfg, **changes):
     """A copy of `cfg` with some option values changed (e.g. the base model of a comparison)."""
@@ -33,22 +31,6 @@ def derive_config(cfg, **changes):
     values = dict(cfg.values)
     values.update(changes)
     return Config(cfg.command, values, set(cfg.explicit) | set(changes), cfg.where)
-
-
-def sampling_params(cfg, overrides: dict) -> dict:
-    """The generation values of a request: the options, overridden by the request's (None = not given).
-    temperature 0 means greedy decoding; a positive temperature asked by a request turns sampling on."""
-    params = {k: getattr(cfg, k) for k in GENERATION_KEYS}
-    given = {k: v for k, v in overrides.items() if v is not None and k in GENERATION_KEYS}
-    params.update(given)
-    if params.get("temperature") is not None and params["temperature"] <= 1e-5:
-        params["do_sample"] = False
-    elif "temperature" in given and "do_sample" not in given:
-        params["do_sample"] = True
-    if not params["do_sample"]:
-        for key in ("temperature", "top_p", "top_k"):
-            params.pop(key, None)
-    return params
 
 
 class HuggingFaceEngine:

@@ -90,7 +90,7 @@ class VllmEngine:
         return ids
 
     def _params(self, prompt_len: int, n: int, overrides: dict):
-        from tunery.chat.engine import sampling_params
+        from tunery.chat.sampling import sampling_params
 
         p = sampling_params(self.cfg, overrides)
         max_new = p.get("max_new_tokens") or max(1, p["max_length"] - prompt_len)

@@ -152,7 +152,7 @@ def encode_cutoff(cfg) -> int:
 
 def encode_records(cfg, records, template, tokenizer, cutoff_len: int | None = None):
     """EncodedDataset (a list with ``.dropped``) of ``records`` for the run's stage."""
-    from tunery.data.encode import encode_dataset
+    from tunery.data.encoded import encode_dataset
 
     return encode_dataset(
         records,
@@ -316,15 +316,11 @@ def prepare_datasets(cfg, tokenizer, template) -> PreparedData:
     ``overwrite_cache``), else loaded, encoded, packed (sft with packing) into a new cache entry — and then saved to
     ``tokenized_path`` when it is set."""
     from tunery.data import cache, encoding_cache
-    from tunery.data.packing import check_packing_options
+    from tunery.config.data_options import check_packing_options
 
     started = time.perf_counter()
     check_packing_options(cfg)
     check_template_tokens(template, tokenizer, getattr(cfg, "model_name_or_path", "") or "")
-    if getattr(cfg, "streaming", False):
-        from tunery.data.streaming import stream_datasets
-
-        return stream_datasets(cfg, tokenizer, template)
     path = cfg.tokenized_path
     if path and cache.has_tokenized_data(path) and not cfg.overwrite_cache:
         return _from_tokenized_path(cfg, tokenizer, path)

@@ -4,8 +4,8 @@
 * :func:`encode_pretrain` = ``PretrainDatasetProcessor`` (texts + eos, concatenated and cut in cutoff_len blocks);
 * :func:`encode_pairwise` (rm/dpo), :func:`encode_unsupervised` (ppo / predict), :func:`encode_kto` (kto);
 * :func:`encoding_plan` / :func:`chunk_bounds`: the checks and chunking every encoding path shares
-  (:func:`tunery.data.encoded.encode_to_arrow` runs the encoders; :func:`encode_dataset` reads its output back as a
-  list for small uses).
+  (:func:`tunery.data.encoded.encode_to_arrow` runs the encoders; ``encoded.encode_dataset`` reads its output back
+  as a list for small uses).
 
 Templates must have been applied to the tokenizer first (``template.fix_tokenizer(tokenizer)``): the eos id the
 encoders use is the tokenizer's.
@@ -414,37 +414,3 @@ def chunk_text_bound(kind: str, options: dict, tokenizer, cutoff_len: int) -> in
     """The characters a message may keep before tokenizing (:func:`text_bound`); None for packed pre-training,
     which uses every token of a text."""
     return None if kind == "pretrain" and options["packing"] else text_bound(tokenizer, cutoff_len)
-
-
-def encode_dataset(
-    records: Sequence[AlignedRecord],
-    stage: str,
-    template,
-    tokenizer,
-    cutoff_len: int,
-    train_on_prompt: bool = False,
-    mask_history: bool = False,
-    packing: bool = True,
-    discard_history_cot: bool = False,
-    num_workers: int = 1,
-    chunk_size: int = 256,
-) -> EncodedDataset:
-    """Encode ``records`` for ``stage`` (a stage of config/stages.py, or "predict"), in order, as a list:
-    :func:`tunery.data.encoded.encode_to_arrow` (the one encoding path) read back, for small uses (preview, tests).
-
-    Records that cannot be encoded or leave nothing to train on are dropped and counted in ``result.dropped``.
-    """
-    import shutil
-    import tempfile
-
-    from .encoded import encode_to_arrow
-
-    folder = tempfile.mkdtemp(prefix="tunery-encode-")
-    try:
-        encoded = encode_to_arrow(records, stage, template, tokenizer, cutoff_len, folder,
-                                  train_on_prompt=train_on_prompt, mask_history=mask_history, packing=packing,
-                                  discard_history_cot=discard_history_cot, num_workers=num_workers,
-                                  chunk_size=chunk_size)
-        return EncodedDataset(encoded.dataset.to_list(), encoded.dropped)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)

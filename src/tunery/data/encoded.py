@@ -245,6 +245,40 @@ def encode_to_arrow(records, stage: str, template, tokenizer, cutoff_len: int, f
     return EncodedArrow(dataset, files, dropped, dict(figures))
 
 
+def encode_dataset(
+    records,
+    stage: str,
+    template,
+    tokenizer,
+    cutoff_len: int,
+    train_on_prompt: bool = False,
+    mask_history: bool = False,
+    packing: bool = True,
+    discard_history_cot: bool = False,
+    num_workers: int = 1,
+    chunk_size: int = 256,
+) -> "EncodedDataset":  # noqa: F821 (tunery.data.encode.EncodedDataset)
+    """Encode ``records`` for ``stage`` (a stage of config/stages.py, or "predict"), in order, as a list:
+    :func:`encode_to_arrow` (the one encoding path) read back, for small uses (preview, tests).
+
+    Records that cannot be encoded or leave nothing to train on are dropped and counted in ``result.dropped``.
+    """
+    import shutil
+    import tempfile
+
+    from .encode import EncodedDataset
+
+    folder = tempfile.mkdtemp(prefix="tunery-encode-")
+    try:
+        encoded = encode_to_arrow(records, stage, template, tokenizer, cutoff_len, folder,
+                                  train_on_prompt=train_on_prompt, mask_history=mask_history, packing=packing,
+                                  discard_history_cot=discard_history_cot, num_workers=num_workers,
+                                  chunk_size=chunk_size)
+        return EncodedDataset(encoded.dataset.to_list(), encoded.dropped)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def warn_truncation(dataset, cutoff_len: int) -> None:
     """The encoder's truncation warning, counted on the Arrow columns (no rows materialised)."""
     import pyarrow.compute as pc

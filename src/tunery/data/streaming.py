@@ -10,8 +10,9 @@ batches of ``preprocessing_batch_size`` (pt: the batch's texts concatenated and 
 ``packing``/``neat_packing``: the batch's examples packed by the knapsack), then shuffled through a buffer of
 ``buffer_size`` examples; ``val_size`` (a count) takes the first examples of the shuffled stream for evaluation.
 
-A streamed dataset has no length, so ``max_steps`` must be set (:func:`check_streaming`, one line otherwise), and
-``max_samples``, a fractional ``val_size``, ``num_samples``, ``tokenized_path`` and the encoding cache do not apply.
+A streamed dataset has no length, so ``max_steps`` must be set (one line otherwise), and
+``max_samples``, a fractional ``val_size``, ``num_samples``, ``tokenized_path`` and the encoding cache do not apply
+(config/data_options.py refuses them).
 """
 
 from __future__ import annotations
@@ -22,31 +23,6 @@ from ..utils.logging import get_logger
 logger = get_logger(__name__)
 
 CHUNK_ROWS = 1000  # raw rows read and converted at a time
-
-
-def check_streaming(cfg) -> None:
-    """The options ``streaming: true`` cannot work with, each refused in one line."""
-    from ..config.stages import stages_using, uses
-
-    if not getattr(cfg, "streaming", False):
-        return
-    where = cfg.where
-    if not uses(cfg.stage, "streaming"):
-        raise ConfigError(f"{where}: option 'streaming' works with stage {' or '.join(stages_using('streaming'))} "
-                          f"(got stage {cfg.stage}) — remove streaming (Tunery's non-streaming path keeps memory flat "
-                          "in the data's size too)")
-    if not cfg.max_steps or cfg.max_steps < 0:
-        raise ConfigError(f"{where}: option 'streaming' needs max_steps: a streamed dataset has no length to count "
-                          "epochs in — set max_steps (e.g. max_steps: 1000) or remove streaming")
-    if cfg.max_samples is not None:
-        raise ConfigError(f"{where}: options 'max_samples' and 'streaming' cannot be combined (as in LLaMA-Factory) "
-                          "— remove max_samples (max_steps bounds a streamed run)")
-    if cfg.val_size and cfg.val_size < 1:
-        raise ConfigError(f"{where}: option 'val_size' must be a record count with streaming (got {cfg.val_size}: a "
-                          "fraction needs the dataset's length) — give e.g. val_size: 500")
-    if cfg.tokenized_path:
-        raise ConfigError(f"{where}: options 'tokenized_path' and 'streaming' cannot be combined (a stream is not "
-                          "saved) — remove one of them")
 
 
 def _record_rows(name: str, dataset_dir: str, stage: str, placeholders: dict | None):
@@ -146,11 +122,14 @@ def _batch_encoder(cfg, template, tokenizer):
 def stream_datasets(cfg, tokenizer, template):
     """PreparedData whose train (and eval, with val_size or eval_dataset) are IterableDatasets of encoded examples.
     The first batch is encoded here, before the model loads, so that a bad first record or file fails at once."""
-    from .dataset import PreparedData
+    from ..config.data_options import check_packing_options, check_streaming
+    from .dataset import PreparedData, check_template_tokens
     from .loader import _names, _parse_probs
     from .record_store import RECORD_COLUMNS
 
-    check_streaming(cfg)
+    check_streaming(cfg)  # the option rules, again for direct API use
+    check_packing_options(cfg)
+    check_template_tokens(template, tokenizer, getattr(cfg, "model_name_or_path", "") or "")
     names = _names(list(cfg.dataset or []))
     if not names:
         raise ConfigError("no dataset given — set dataset to one or more names from dataset_info.json")

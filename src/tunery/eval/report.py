@@ -8,7 +8,7 @@ import os
 import unicodedata
 from pathlib import Path
 
-from tunery.eval.tasks import CATEGORIES, CHOICES
+from tunery.eval.benchmark import CATEGORIES, CHOICES
 
 AVERAGE = "Average"
 

@@ -62,10 +62,24 @@ def _evaluation_records(cfg, stage: str):
     return load_records(cfg).eval or []
 
 
+def _each_eval_dataset(cfg, template, tokenizer) -> dict:
+    """eval_on_each_dataset: {name: its encoded examples} for every eval_dataset (metrics eval_<name>_loss, ...)."""
+    from tunery.data.loader import load_datasets
+
+    return {name: _encode(cfg, load_datasets([name], cfg.dataset_dir, cfg.stage, max_samples=cfg.max_samples,
+                                             seed=cfg.seed, placeholders=cfg.placeholders).train,
+                          template, tokenizer, cfg.stage)
+            for name in cfg.eval_dataset}
+
+
 def load_data(cfg, tokenizer, template):
     """Encoded train/eval examples for the run (eval only when evaluating without training)."""
     from tunery.data.dataset import PreparedData, prepare_datasets
 
+    if cfg.do_train and getattr(cfg, "streaming", False):
+        from tunery.data.streaming import stream_datasets
+
+        return stream_datasets(cfg, tokenizer, template)
     if cfg.do_train:
         return prepare_datasets(cfg, tokenizer, template)
     if cfg.do_eval:
@@ -123,6 +137,11 @@ def run_stage(cfg, stage: Stage) -> None:
     tokenizer = load_tokenizer(cfg)
     template = resolve_template(cfg, tokenizer, check_serving=True)
     data = load_data(cfg, tokenizer, template)
+    evaluation = _each_eval_dataset(cfg, template, tokenizer) if cfg.eval_on_each_dataset else data.eval
+    if cfg.debug_data and cfg.do_train:
+        from tunery.train.debug_data import print_first_example
+
+        print_first_example(data.train, tokenizer)
     to_predict = None
     if cfg.do_predict:
         from tunery.train.metrics import require_metrics
@@ -154,7 +173,7 @@ def run_stage(cfg, stage: Stage) -> None:
         model=model,
         args=args,
         train_dataset=data.train or None,
-        eval_dataset=data.eval or None,
+        eval_dataset=evaluation or None,
         data_collator=stage.collator(cfg, tokenizer, multiple_of, model),
         processing_class=tokenizer,
         callbacks=[LogCallback(cfg.output_dir), interrupt, *option_callbacks(cfg)],
@@ -177,7 +196,7 @@ def run_stage(cfg, stage: Stage) -> None:
                 raise interrupted(interrupt, interrupt.stopped_at,
                                   f"{cfg.output_dir}/checkpoint-{interrupt.stopped_at}")
             save_final(trainer, cfg, tokenizer, template, result)
-    if cfg.do_eval and data.eval:
+    if cfg.do_eval and evaluation:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
