@@ -9,13 +9,16 @@ accepted), `system`, `tools` (a JSON list of tool schemas) and generation overri
 from __future__ import annotations
 
 import threading
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from tunery.chat.stream import (ContextLengthError, NotARewardModel, Response, StopTrimmer, Stream,
                                 check_messages)
 from tunery.config.stages import stage_spec
 from tunery.errors import TuneryError
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 
@@ -26,19 +29,15 @@ GENERATION_KEYS = ("do_sample", "temperature", "top_p", "top_k", "num_beams", "m
                    "repetition_penalty", "length_penalty")
 
 
-def derive_config(cfg, **changes):
-    """A copy of `cfg` with some option values changed (e.g. the base model of a comparison)."""
-    from tunery.config.loader import Config
-
-    values = dict(cfg.values)
-    values.update(changes)
-    return Config(cfg.command, values, set(cfg.explicit) | set(changes), cfg.where)
+def derive_config(cfg: Config, **changes) -> Config:
+    """`cfg` with some option values changed (e.g. the base model of a comparison), validated again."""
+    return cfg.replace(**changes)
 
 
-def sampling_params(cfg, overrides: dict) -> dict:
+def sampling_params(cfg: Config, overrides: dict) -> dict:
     """The generation values of a request: the options, overridden by the request's (None = not given).
     temperature 0 means greedy decoding; a positive temperature asked by a request turns sampling on."""
-    params = {k: getattr(cfg, k) for k in GENERATION_KEYS}
+    params = {k: cfg.values[k] for k in GENERATION_KEYS}
     given = {k: v for k, v in overrides.items() if v is not None and k in GENERATION_KEYS}
     params.update(given)
     if params.get("temperature") is not None and params["temperature"] <= 1e-5:
@@ -57,7 +56,7 @@ class HuggingFaceEngine:
     backend = "huggingface"
     can_generate = True
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: Config):
         import torch
 
         from tunery.data.template_select import resolve_template
@@ -236,13 +235,13 @@ def _counting_streamer(tokenizer, **kwargs):
     return CountingStreamer(tokenizer, **kwargs)
 
 
-def _context_length(config, cfg) -> int:
+def _context_length(config, cfg: Config) -> int:
     sizes = [getattr(config, "max_position_embeddings", None), cfg.model_max_length]
     sizes = [s for s in sizes if isinstance(s, int) and s > 0]
     return min(sizes) if sizes else 1 << 20
 
 
-def create_engine(cfg):
+def create_engine(cfg: Config):
     """The engine `cfg` asks for: a reward scorer for a stage that saves a score head (rm), else huggingface
     (default) or vllm."""
     if stage_spec(cfg.stage).saves == "score":
@@ -256,13 +255,13 @@ def create_engine(cfg):
     return HuggingFaceEngine(cfg)
 
 
-def create_compare_engines(cfg):
+def create_compare_engines(cfg: Config):
     """(fine-tuned, base) engines for `compare`: the base is compare_model, else the same model without adapters."""
     tuned = create_engine(cfg)
     if cfg.compare_model:
-        base_cfg = derive_config(cfg, model_name_or_path=cfg.compare_model, adapter_name_or_path=None)
+        base_cfg = derive_config(cfg, model_name_or_path=cfg.compare_model, adapter_name_or_path=None, compare=False)
     elif cfg.adapter_name_or_path:
-        base_cfg = derive_config(cfg, adapter_name_or_path=None)
+        base_cfg = derive_config(cfg, adapter_name_or_path=None, compare=False)  # the base alone: no comparison
     else:
         raise TuneryError("compare needs two different models — give adapter_name_or_path or compare_model")
     return tuned, create_engine(base_cfg)

@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 import os
 import threading
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from tunery.chat.stream import ContextLengthError
 from tunery.errors import TuneryError
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 
@@ -64,7 +67,7 @@ class RewardEngine:
     backend = "huggingface"
     can_generate = False
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: Config):
         import torch
 
         from tunery.data.template_select import resolve_template

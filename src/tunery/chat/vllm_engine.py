@@ -12,10 +12,13 @@ import itertools
 import os
 import queue
 import threading
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from tunery.chat.stream import ContextLengthError, NotARewardModel, Response, Stream, check_messages
 from tunery.errors import TuneryError
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 _DONE = object()
 
@@ -36,7 +39,7 @@ class VllmEngine:
     backend = "vllm"
     can_generate = True
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: Config):
         AsyncEngineArgs, AsyncLLMEngine, SamplingParams, LoRARequest = _import_vllm()
         from tunery.data.template_select import resolve_template
         from tunery.model.load import load_tokenizer

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from tunery.config.option import Option, Rule, non_negative, positive
 from tunery.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 G = "data"
 
@@ -77,7 +81,7 @@ OPTIONS = [
 ]
 
 
-def _needs_dataset(cfg) -> None:
+def _needs_dataset(cfg: Config) -> None:
     from tunery.data.cache import has_tokenized_data
 
     if cfg.do_train and not cfg.dataset and not has_tokenized_data(cfg.tokenized_path):
@@ -85,24 +89,24 @@ def _needs_dataset(cfg) -> None:
                           f"{os.path.join(cfg.dataset_dir, 'dataset_info.json')}")
 
 
-def _interleave(cfg) -> None:
+def _interleave(cfg: Config) -> None:
     if cfg.interleave_probs and cfg.dataset and len(cfg.interleave_probs) != len(cfg.dataset):
         raise ConfigError(f"{cfg.where}: option 'interleave_probs' has {len(cfg.interleave_probs)} values for "
                           f"{len(cfg.dataset)} datasets — give one probability per dataset")
 
 
-def _val_and_eval(cfg) -> None:
+def _val_and_eval(cfg: Config) -> None:
     if cfg.val_size and cfg.eval_dataset:
         raise ConfigError(f"{cfg.where}: options 'val_size' and 'eval_dataset' both set — use one of them")
 
 
-def _preview_dataset(cfg) -> None:
+def _preview_dataset(cfg: Config) -> None:
     if not cfg.dataset:
         raise ConfigError(f"{cfg.where}: option 'dataset' is required for preview — name one or more entries of "
                           f"{os.path.join(cfg.dataset_dir, 'dataset_info.json')}")
 
 
-def _packing(cfg) -> None:
+def _packing(cfg: Config) -> None:
     from tunery.data.packing import check_packing_options
 
     check_packing_options(cfg)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from tunery.config.option import Option, Rule
 from tunery.config.stages import names_text, stages_using, uses
 from tunery.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 G = "output"
 
@@ -30,7 +34,7 @@ OPTIONS = [
 ]
 
 
-def _output_dir(cfg) -> None:
+def _output_dir(cfg: Config) -> None:
     if not cfg.output_dir:
         raise ConfigError(f"{cfg.where}: option 'output_dir' is required — e.g. saves/llama3/lora/sft")
     out = cfg.output_dir
@@ -46,7 +50,7 @@ def _output_dir(cfg) -> None:
                       "pass --overwrite_output_dir to replace it, or choose another output_dir")
 
 
-def _training_length(cfg) -> None:
+def _training_length(cfg: Config) -> None:
     """transformers trains one step for max_steps 0 and saves an untrained model for num_train_epochs 0."""
     if not cfg.do_train:
         return
@@ -59,7 +63,7 @@ def _training_length(cfg) -> None:
                           "— give a positive number of epochs (e.g. 3.0) or max_steps")
 
 
-def _precision(cfg) -> None:
+def _precision(cfg: Config) -> None:
     from tunery.utils import device
 
     if cfg.fp16 and not device.fp16_supported():
@@ -73,7 +77,7 @@ def _precision(cfg) -> None:
         raise ConfigError(f"{cfg.where}: options 'fp16' and 'bf16' are both set — choose one")
 
 
-def _eval_needs_data(cfg) -> None:
+def _eval_needs_data(cfg: Config) -> None:
     if cfg.eval_strategy not in (None, "no") and not (cfg.val_size or cfg.eval_dataset):
         raise ConfigError(f"{cfg.where}: eval_strategy '{cfg.eval_strategy}' needs evaluation data — set val_size "
                           "(e.g. 0.1) or eval_dataset")
@@ -84,7 +88,7 @@ def _eval_needs_data(cfg) -> None:
                           f"eval_strategy ({cfg.eval_strategy})")
 
 
-def _predict(cfg) -> None:
+def _predict(cfg: Config) -> None:
     if not cfg.do_predict:
         return
     if not uses(cfg.stage, "predict"):
@@ -96,7 +100,7 @@ def _predict(cfg) -> None:
                           "eval_dataset: identity) or val_size with dataset")
 
 
-def _deepspeed(cfg) -> None:
+def _deepspeed(cfg: Config) -> None:
     fsdp_config = cfg.fsdp_config
     if isinstance(fsdp_config, str) and not os.path.isfile(fsdp_config):
         raise ConfigError(f"{cfg.where}: fsdp_config file '{fsdp_config}' does not exist — check the path (example: "
@@ -128,7 +132,7 @@ _REPORTERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",
               "swanlab": ("swanlab",), "trackio": ("trackio",), "comet_ml": ("comet_ml",), "clearml": ("clearml",)}
 
 
-def _report_to(cfg) -> None:
+def _report_to(cfg: Config) -> None:
     import importlib.util
 
     names = [cfg.report_to] if isinstance(cfg.report_to, str) else (cfg.report_to or [])

@@ -314,7 +314,7 @@ def prepare_datasets(cfg, tokenizer, template) -> PreparedData:
 
     started = time.perf_counter()
     check_packing_options(cfg)
-    check_template_tokens(template, tokenizer, getattr(cfg, "model_name_or_path", "") or "")
+    check_template_tokens(template, tokenizer, cfg.model_name_or_path or "")
     path = cfg.tokenized_path
     if path and cache.has_tokenized_data(path) and not cfg.overwrite_cache:
         return _from_tokenized_path(cfg, tokenizer, path)

@@ -46,7 +46,7 @@ def check_packing_options(cfg) -> None:
     if cfg.neat_packing and not uses(cfg.stage, "packed_rows"):
         raise ConfigError(f"{cfg.where}: option 'neat_packing' works with stage {rows} only (got stage {cfg.stage}) "
                           "— remove neat_packing")
-    if getattr(cfg, "padding_free", False):
+    if cfg.padding_free:
         if not uses(cfg.stage, "packed_rows"):
             raise ConfigError(f"{cfg.where}: option 'padding_free' works with stage {rows} only (got stage "
                               f"{cfg.stage}) — remove padding_free")

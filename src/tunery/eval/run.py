@@ -6,14 +6,18 @@ Everything that can be checked without the model (the task, every CSV row, n_sho
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from tunery.errors import ConfigError
 from tunery.utils.logging import get_logger
 
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
+
 logger = get_logger(__name__)
 
 
-def eval_template(cfg, tokenizer):
+def eval_template(cfg: Config, tokenizer):
     """The chat template for the prompts; a model with none and no `template` option is refused (one line)."""
     from tunery.data.template_select import resolve_template
 
@@ -48,7 +52,7 @@ def _score(model, bench, prompts: dict, letters, pad_id: int, batch_size: int, d
     return summarize(bench.subjects, choices)
 
 
-def run_eval(cfg) -> int:
+def run_eval(cfg: Config) -> int:
     if cfg.backend == "lm_eval":
         from tunery.eval.lm_eval_backend import run_lm_eval
 

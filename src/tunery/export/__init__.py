@@ -13,18 +13,22 @@ import glob
 import json
 import os
 import shutil
+from typing import TYPE_CHECKING
 
 from tunery.config.stages import stage_spec
 from tunery.errors import TuneryError
 from tunery.export import target as T
 from tunery.utils.logging import get_logger
 
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
+
 logger = get_logger(__name__)
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
 
-def _target_dtype(cfg):
+def _target_dtype(cfg: Config):
     import torch
 
     names = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -40,7 +44,7 @@ def _target_dtype(cfg):
     return torch.float32
 
 
-def run_export(cfg) -> str:
+def run_export(cfg: Config) -> str:
     """Merge, save and (optionally) upload; returns the export folder."""
     import torch
 
@@ -105,7 +109,7 @@ def _write_problem(err: BaseException) -> str | None:
     return f"cannot write there ({os.strerror(code)}) — fix that"
 
 
-def _size_ratio(cfg) -> float:
+def _size_ratio(cfg: Config) -> float:
     """Bytes per weight of the export over bytes per weight of the checkpoint (1 when unknown)."""
     sizes = {"float16": 2, "bfloat16": 2, "float32": 4}
     config_file = os.path.join(os.path.expanduser(cfg.model_name_or_path), "config.json")
@@ -122,7 +126,7 @@ def _size_ratio(cfg) -> float:
     return 1.0
 
 
-def _write(cfg, model, tokenizer, template, export_dir: str) -> None:
+def _write(cfg: Config, model, tokenizer, template, export_dir: str) -> None:
     """Every file of the export into `export_dir` (the partial folder)."""
     from tunery.data.template_select import sync_chat_template
     from tunery.export.modelfile import ollama_modelfile

@@ -12,9 +12,13 @@ import json
 import os
 import re
 import shutil
+from typing import TYPE_CHECKING
 
 from tunery.errors import ConfigError, TuneryError
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 
@@ -125,7 +129,7 @@ def _config_mismatch(theirs: dict, ours: dict) -> str | None:
     return None
 
 
-def check_resume_point(path: str, cfg) -> None:
+def check_resume_point(path: str, cfg: Config) -> None:
     """Refuse, before the model loads, a checkpoint that is incomplete, was written by another method, or for
     another model or LoRA rank (as far as its config files tell)."""
     reason = incomplete_reason(path)

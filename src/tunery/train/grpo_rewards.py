@@ -17,8 +17,12 @@ import numbers
 import os
 import re
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from tunery.errors import ConfigError, TuneryError
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 BUILTINS = ("accuracy", "format", "length", "reward_model")
 R1_FORMAT = r"\s*<think>.*?</think>\s*<answer>.*?</answer>\s*"
@@ -281,7 +285,7 @@ def check_reward_specs(specs: list[str]) -> None:
                           "list it once (weigh it with reward_weights)")
 
 
-def build_reward_funcs(cfg, tokenizer, prompt_ids: dict[str, list[int]], device) -> list:
+def build_reward_funcs(cfg: Config, tokenizer, prompt_ids: dict[str, list[int]], device) -> list:
     """The run's reward functions in reward_funcs order, each checked."""
     funcs = []
     for spec in cfg.reward_funcs:

@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,13 +30,17 @@ from tunery.train.ppo_core import (
 )
 from tunery.utils.logging import get_logger
 
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
+
 logger = get_logger(__name__)
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
 
 class PpoRunner:
-    def __init__(self, cfg, args, tokenizer, template, policy, value_head, ref, scorer, prompts: list[list[int]]):
+    def __init__(self, cfg: Config, args, tokenizer, template, policy, value_head, ref, scorer,
+                 prompts: list[list[int]]):
         from transformers import TrainerControl, TrainerState, get_scheduler
 
         from tunery.train.callbacks import InterruptCallback, LogCallback
@@ -272,7 +277,7 @@ class PpoRunner:
                 "train_steps_per_second": round(done / max(runtime, 1e-9), 3)}
 
 
-def run_ppo(cfg) -> None:
+def run_ppo(cfg: Config) -> None:
     from transformers import set_seed
 
     from tunery.data.dataset import prepare_datasets

@@ -10,10 +10,13 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunery.errors import TuneryError
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 
@@ -43,14 +46,14 @@ class Stage:
     trainer_kwargs: Callable[[Any, Any], dict] = field(default=lambda cfg, tokenizer: {})  # e.g. the ref model
 
 
-def _encode(cfg, records, template, tokenizer, stage: str):
+def _encode(cfg: Config, records, template, tokenizer, stage: str):
     """The records encoded for ``stage`` as a memory-mapped Dataset (Arrow files in a temporary folder)."""
     from tunery.data.dataset import encode_to_dataset
 
     return encode_to_dataset(cfg, records, template, tokenizer, stage)
 
 
-def _evaluation_records(cfg, stage: str):
+def _evaluation_records(cfg: Config, stage: str):
     """Records for evaluation or prediction without training: eval_dataset, or the val_size split of dataset."""
     from tunery.data.loader import load_datasets
 
@@ -62,7 +65,7 @@ def _evaluation_records(cfg, stage: str):
     return load_records(cfg).eval or []
 
 
-def load_data(cfg, tokenizer, template):
+def load_data(cfg: Config, tokenizer, template):
     """Encoded train/eval examples for the run (eval only when evaluating without training)."""
     from tunery.data.dataset import PreparedData, prepare_datasets
 
@@ -73,7 +76,7 @@ def load_data(cfg, tokenizer, template):
     return PreparedData([], None)
 
 
-def load_stage_model(cfg, tokenizer, stage: Stage):
+def load_stage_model(cfg: Config, tokenizer, stage: Stage):
     """The model with its fine-tuning method attached (training) or its adapters merged (evaluation only)."""
     from tunery.model.adapters import load_adapters, prepare_for_training
     from tunery.model.load import load_model
@@ -99,7 +102,7 @@ def _close_progress_bar(trainer) -> None:
             callback.training_bar = None
 
 
-def run_stage(cfg, stage: Stage) -> None:
+def run_stage(cfg: Config, stage: Stage) -> None:
     from transformers import set_seed
 
     from tunery.data.template_select import resolve_template
