@@ -15,6 +15,7 @@ from tunery.chat.stream import (ContextLengthError, NotARewardModel, Response, S
                                 check_messages)
 from tunery.config.stages import stage_spec
 from tunery.errors import TuneryError
+from tunery.model.generation import GENERATION_KEYS, chat_generate_kwargs, sampling_params  # noqa: F401
 from tunery.utils.logging import get_logger
 
 if TYPE_CHECKING:
@@ -25,29 +26,10 @@ logger = get_logger(__name__)
 __all__ = ["GENERATION_KEYS", "HuggingFaceEngine", "Response", "Stream", "ContextLengthError", "create_engine",
            "create_compare_engines", "derive_config"]
 
-GENERATION_KEYS = ("do_sample", "temperature", "top_p", "top_k", "num_beams", "max_new_tokens", "max_length",
-                   "repetition_penalty", "length_penalty")
-
 
 def derive_config(cfg: Config, **changes) -> Config:
     """`cfg` with some option values changed (e.g. the base model of a comparison), validated again."""
     return cfg.replace(**changes)
-
-
-def sampling_params(cfg: Config, overrides: dict) -> dict:
-    """The generation values of a request: the options, overridden by the request's (None = not given).
-    temperature 0 means greedy decoding; a positive temperature asked by a request turns sampling on."""
-    params = {k: cfg.values[k] for k in GENERATION_KEYS}
-    given = {k: v for k, v in overrides.items() if v is not None and k in GENERATION_KEYS}
-    params.update(given)
-    if params.get("temperature") is not None and params["temperature"] <= 1e-5:
-        params["do_sample"] = False
-    elif "temperature" in given and "do_sample" not in given:
-        params["do_sample"] = True
-    if not params["do_sample"]:
-        for key in ("temperature", "top_p", "top_k"):
-            params.pop(key, None)
-    return params
 
 
 class HuggingFaceEngine:
@@ -57,21 +39,13 @@ class HuggingFaceEngine:
     can_generate = True
 
     def __init__(self, cfg: Config):
-        import torch
-
-        from tunery.data.template_select import resolve_template
-        from tunery.model.adapters import load_adapters
-        from tunery.model.load import load_model, load_tokenizer
+        from tunery.model.session import open_session
 
         self.cfg = cfg
-        self.tokenizer = load_tokenizer(cfg)
-        self.template = resolve_template(cfg, self.tokenizer)
-        model = load_model(cfg, self.tokenizer)
-        model = load_adapters(model, cfg, is_trainable=False)
-        if torch.cuda.is_available() and cfg.quantization_bit is None:
-            model = model.to("cuda")
-        self.model = model.eval()
-        self.stop_ids = self.template.stop_token_ids(self.tokenizer)
+        session = open_session(cfg, "infer")
+        self.tokenizer, self.template = session.tokenizer, session.template
+        self.model = session.load_model()  # adapters merged, eval mode, on the GPU when there is one
+        self.stop_ids = session.stop_ids
         self.context_length = _context_length(self.model.config, cfg)
         self.lock = threading.Lock()  # one generation at a time per model
 
@@ -89,23 +63,8 @@ class HuggingFaceEngine:
         return ids
 
     def generation_kwargs(self, prompt_len: int = 0, **overrides) -> dict:
-        params = sampling_params(self.cfg, overrides)
-        room = self.context_length - prompt_len
-        if params.get("max_new_tokens"):
-            params.pop("max_length")
-            params["max_new_tokens"] = max(1, min(params["max_new_tokens"], room))
-        else:
-            params.pop("max_new_tokens", None)
-            params["max_length"] = min(params["max_length"], self.context_length)
-            if params["max_length"] <= prompt_len:
-                params["max_length"] = prompt_len + 1
-        params["eos_token_id"] = self.stop_ids
-        params["pad_token_id"] = self.tokenizer.pad_token_id
-        stops = [s for s in (overrides.get("stop") or []) if s]
-        if stops:
-            params["stop_strings"] = stops
-            params["tokenizer"] = self.tokenizer
-        return params
+        return chat_generate_kwargs(self.cfg, self.tokenizer, self.stop_ids, self.context_length, prompt_len,
+                                    **overrides)
 
     def _inputs(self, ids: list[int]):
         import torch

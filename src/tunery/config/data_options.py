@@ -6,6 +6,7 @@ import os
 from typing import TYPE_CHECKING
 
 from tunery.config.option import Option, Rule, non_negative, positive
+from tunery.config.stages import STAGES, names_text, stage_spec, stages_using, uses
 from tunery.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -107,9 +108,27 @@ def _preview_dataset(cfg: Config) -> None:
 
 
 def _packing(cfg: Config) -> None:
-    from tunery.data.packing import check_packing_options
+    """Refuse neat_packing/padding_free outside the stages that pack rows (sft, as LLaMA-Factory does); warn that
+    packing does nothing in a stage that neither packs rows nor concatenates texts into blocks (pt). Checked once,
+    with the config (train and preview)."""
+    from tunery.utils.logging import get_logger
 
-    check_packing_options(cfg)
+    rows = names_text(stages_using("packed_rows"))
+    if cfg.neat_packing and not uses(cfg.stage, "packed_rows"):
+        raise ConfigError(f"{cfg.where}: option 'neat_packing' works with stage {rows} only (got stage {cfg.stage}) "
+                          "— remove neat_packing")
+    if cfg.padding_free:
+        if not uses(cfg.stage, "packed_rows"):
+            raise ConfigError(f"{cfg.where}: option 'padding_free' works with stage {rows} only (got stage "
+                              f"{cfg.stage}) — remove padding_free")
+        if cfg.packing and not cfg.neat_packing:
+            raise ConfigError(f"{cfg.where}: padding_free keeps examples apart but packing (without neat_packing) "
+                              "lets packed examples see each other — set neat_packing: true or remove padding_free")
+    if cfg.packing and not (uses(cfg.stage, "packed_rows") or stage_spec(cfg.stage).encoder == "pretrain"):
+        packers = [s.name for s in STAGES.values() if "packed_rows" in s.uses or s.encoder == "pretrain"]
+        get_logger(__name__).warning(
+            "option 'packing' has no effect in stage %s (only %s pack), except that examples are cut to "
+            "cutoff_len - 1 as in LLaMA-Factory — remove packing", cfg.stage, " and ".join(packers))
 
 
 RULES = [

@@ -23,7 +23,7 @@ import bisect
 from collections import defaultdict
 from collections.abc import Sequence
 
-from ..config.stages import STAGES, names_text, stage_spec, stages_using, uses
+from ..config.stages import uses
 from ..errors import ConfigError
 from ..utils.logging import get_logger
 from .records import IGNORE_INDEX
@@ -37,27 +37,6 @@ def packing_enabled(cfg) -> bool:
     while encoding, see encode_pretrain), so this is true only when sft examples are to be packed."""
     packing = bool(cfg.packing) or bool(cfg.neat_packing)
     return packing and uses(cfg.stage, "packed_rows")
-
-
-def check_packing_options(cfg) -> None:
-    """Refuse neat_packing outside the stages that pack rows (sft, as LLaMA-Factory does); warn that packing does
-    nothing in a stage that neither packs rows nor concatenates texts into blocks (pt)."""
-    rows = names_text(stages_using("packed_rows"))
-    if cfg.neat_packing and not uses(cfg.stage, "packed_rows"):
-        raise ConfigError(f"{cfg.where}: option 'neat_packing' works with stage {rows} only (got stage {cfg.stage}) "
-                          "— remove neat_packing")
-    if cfg.padding_free:
-        if not uses(cfg.stage, "packed_rows"):
-            raise ConfigError(f"{cfg.where}: option 'padding_free' works with stage {rows} only (got stage "
-                              f"{cfg.stage}) — remove padding_free")
-        if cfg.packing and not cfg.neat_packing:
-            raise ConfigError(f"{cfg.where}: padding_free keeps examples apart but packing (without neat_packing) "
-                              "lets packed examples see each other — set neat_packing: true or remove padding_free")
-    if cfg.packing and not (uses(cfg.stage, "packed_rows") or stage_spec(cfg.stage).encoder == "pretrain"):
-        packers = [s for s in STAGES if uses(s, "packed_rows") or STAGES[s].encoder == "pretrain"]
-        logger.warning("option 'packing' has no effect in stage %s (only %s pack), except that examples are "
-                       "cut to cutoff_len - 1 as in LLaMA-Factory — remove packing", cfg.stage,
-                       " and ".join(packers))
 
 
 def packed_cutoff(cutoff_len: int) -> int:

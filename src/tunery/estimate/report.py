@@ -70,12 +70,11 @@ def _seconds(s: float) -> str:
 def estimate(cfg: Config) -> dict:
     """The whole estimate as a dict (what --format json prints)."""
     from tunery.data.dataset import prepare_datasets
-    from tunery.data.template_select import resolve_template
-    from tunery.model.load import load_tokenizer
+    from tunery.model.session import open_session
 
     device = _device()
-    tokenizer = load_tokenizer(cfg)
-    template = resolve_template(cfg, tokenizer)
+    session = open_session(cfg, "preview")  # tokenizer and template; the model is measured on the meta device
+    tokenizer, template = session.tokenizer, session.template
     data = prepare_datasets(cfg, tokenizer, template)
     _preload_trainer_libraries(cfg.stage)
     runtime = current_rss()

@@ -68,11 +68,10 @@ def run_eval(cfg: Config) -> int:
     logger.info("benchmark %s (%s): %d subjects, %d %s questions, %d-shot, prompts in %s", bench.name, bench.source,
                 len(bench.subjects), bench.size, bench.split, cfg.n_shot, bench.lang)
 
-    from tunery.model.adapters import load_adapters
-    from tunery.model.load import load_model, load_tokenizer
+    from tunery.model.session import open_session
 
-    tokenizer = load_tokenizer(cfg)
-    template = eval_template(cfg, tokenizer)
+    session = open_session(cfg, "infer", resolve=eval_template)
+    tokenizer, template = session.tokenizer, session.template
     style = STYLES[bench.lang]
     letters = letter_tokens(template, tokenizer, style)
     stats = EncodeStats()
@@ -85,21 +84,16 @@ def run_eval(cfg: Config) -> int:
         logger.warning("%d question(s) were cut from the left to cutoff_len %d even without examples — raise "
                        "cutoff_len", stats.truncated, cfg.cutoff_len)
 
-    import torch
-
     _set_seed(cfg.seed)
-    model = load_model(cfg, tokenizer)
-    if torch.cuda.is_available() and cfg.quantization_bit is None:
-        model = model.to("cuda")
-    model.eval()
+    model = session.load_model(adapters=False)  # the base first: --compare scores it before merging
     pad_id = tokenizer.pad_token_id
     runs = {}
     if cfg.compare:
         runs["base"] = _score(model, bench, prompts, letters, pad_id, cfg.batch_size, "Scoring base")
-        model = load_adapters(model, cfg, is_trainable=False).eval()
+        model = session.merge_adapters()
         runs["finetuned"] = _score(model, bench, prompts, letters, pad_id, cfg.batch_size, "Scoring fine-tuned")
     else:
-        model = load_adapters(model, cfg, is_trainable=False).eval()
+        model = session.merge_adapters()
         runs["model"] = _score(model, bench, prompts, letters, pad_id, cfg.batch_size, "Scoring")
     doc = document(bench, cfg, runs, time.perf_counter() - started, template.name)
 

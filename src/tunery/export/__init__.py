@@ -48,21 +48,17 @@ def run_export(cfg: Config) -> str:
     """Merge, save and (optionally) upload; returns the export folder."""
     import torch
 
-    from tunery.data.template_select import resolve_template
-    from tunery.model.adapters import load_adapters
-    from tunery.model.load import load_model, load_tokenizer
+    from tunery.model.session import open_session
 
     if cfg.quantization_bit is not None:
         raise TuneryError("cannot merge adapters into a quantized model — drop quantization_bit: export loads the base "
                           "model in full precision")
     needed = int(T.weights_bytes(cfg.model_name_or_path) * _size_ratio(cfg) * 1.05) + 2**24
     final_dir = T.check_export_target(cfg.export_dir, cfg.export_overwrite, needed)  # before the model loads
-    tokenizer = load_tokenizer(cfg)
-    template = resolve_template(cfg, tokenizer)
-    model = load_model(cfg, tokenizer)
-    if cfg.export_device == "auto" and torch.cuda.is_available():
-        model = model.to("cuda")
-    model = load_adapters(model, cfg, is_trainable=False)  # every adapter merged, in order
+    session = open_session(cfg, "export")
+    tokenizer, template = session.tokenizer, session.template
+    # every adapter merged, in order (on the GPU with export_device: auto)
+    model = session.load_model(to_gpu=cfg.export_device == "auto" and torch.cuda.is_available())
     dtype = _target_dtype(cfg)
     model = model.to(device="cpu", dtype=dtype)
     stop_ids = template.stop_token_ids(tokenizer)

@@ -174,6 +174,19 @@ def load_model(cfg: Config, tokenizer, path: str | None = None, model_class=None
     return model
 
 
+def load_reward_model(cfg: Config, tokenizer, path: str | None = None):
+    """A sequence-classification model with a 1-output `score` head: new (randomly initialised) on a causal LM
+    checkpoint, or the trained one of a full reward model folder. The reward is read at the last non-pad token."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = load_model(cfg, tokenizer, path, model_class=AutoModelForSequenceClassification, what="reward model",
+                       num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if tokenizer.pad_token_id == tokenizer.eos_token_id:
+        logger.warning("pad token = eos token: the reward is read at the last token before the final eos")
+    return model
+
+
 def _from_config(model_class, path, cfg: Config, kwargs, moe_coef):
     """train_from_scratch: the model's architecture from its config, with freshly initialised weights."""
     from transformers import AutoConfig

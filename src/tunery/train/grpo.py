@@ -247,9 +247,7 @@ def plotted_metrics(output_dir: str) -> list[str]:
 def run_grpo(cfg: Config) -> None:
     from transformers import set_seed
 
-    from tunery.data.template_select import resolve_template
-    from tunery.model.adapters import prepare_for_training
-    from tunery.model.load import load_model, load_tokenizer
+    from tunery.model.session import open_session
     from tunery.train.artifacts import prepare_output_dir, save_final
     from tunery.train.callbacks import InterruptCallback, LogCallback
     from tunery.train.checkpoints import check_fits_model
@@ -258,8 +256,8 @@ def run_grpo(cfg: Config) -> None:
     from tunery.train.workflow import TrainingInterrupted
 
     # 1. Everything that can fail on the user's input happens before the model loads.
-    tokenizer = load_tokenizer(cfg)
-    template = resolve_template(cfg, tokenizer)
+    session = open_session(cfg, "train")
+    tokenizer, template = session.tokenizer, session.template
     prompts, eval_prompts = load_prompts(cfg, tokenizer, template)
     args = grpo_arguments(cfg)
     with args.main_process_first(local=False, desc="output_dir"):
@@ -270,7 +268,7 @@ def run_grpo(cfg: Config) -> None:
 
     # 2. Policy (with its method), reward functions.
     set_seed(cfg.seed)
-    model = prepare_for_training(load_model(cfg, tokenizer), cfg)
+    model = session.load_model(trainable=True)
     if resume:
         check_fits_model(resume, model)
     model.generation_config.eos_token_id = template.stop_token_ids(tokenizer)  # a completion ends with the turn

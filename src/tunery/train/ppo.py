@@ -281,9 +281,8 @@ def run_ppo(cfg: Config) -> None:
     from transformers import set_seed
 
     from tunery.data.dataset import prepare_datasets
-    from tunery.data.template_select import resolve_template, sync_chat_template
-    from tunery.model.adapters import prepare_for_training
-    from tunery.model.load import load_model, load_tokenizer
+    from tunery.data.template_select import sync_chat_template
+    from tunery.model.session import open_session
     from tunery.train.artifacts import disk_full_is_one_line, prepare_output_dir, training_arguments
     from tunery.train.checkpoints import check_fits_model
     from tunery.train.models import load_reference_model
@@ -296,8 +295,8 @@ def run_ppo(cfg: Config) -> None:
     if not cfg.do_train:
         raise TuneryError("stage ppo only trains — set do_train: true (evaluate the result with stage sft and "
                           "do_predict)")
-    tokenizer = load_tokenizer(cfg)
-    template = resolve_template(cfg, tokenizer)
+    session = open_session(cfg, "train")
+    tokenizer, template = session.tokenizer, session.template
     prompts = prepare_datasets(cfg, tokenizer, template).train["input_ids"]  # a lazy column of the mapped Dataset
     args = training_arguments(cfg)
     resume = prepare_output_dir(cfg)
@@ -306,7 +305,7 @@ def run_ppo(cfg: Config) -> None:
     card.begin(cfg, resume)
 
     set_seed(cfg.seed)
-    policy = prepare_for_training(load_model(cfg, tokenizer), cfg)
+    policy = session.load_model(trainable=True)
     if resume:
         check_fits_model(resume, policy)
     value_head = torch.nn.Linear(policy.config.hidden_size, 1)

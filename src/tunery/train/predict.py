@@ -19,17 +19,10 @@ PREDICTIONS_FILE = "generated_predictions.jsonl"
 
 
 def generation_kwargs(cfg: Config, template, tokenizer) -> dict:
-    """transformers generate() arguments from the generation options (greedy drops the sampling ones)."""
-    num_beams = cfg.eval_num_beams or cfg.num_beams
-    kwargs = {"do_sample": cfg.do_sample, "num_beams": num_beams, "max_new_tokens": cfg.max_new_tokens,
-              "repetition_penalty": cfg.repetition_penalty, "length_penalty": cfg.length_penalty,
-              "eos_token_id": template.stop_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id,
-              "use_cache": cfg.use_kv_cache}
-    if cfg.do_sample and cfg.temperature > 1e-5:
-        kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
-    else:
-        kwargs["do_sample"] = False
-    return kwargs
+    """transformers generate() arguments from the generation options (model/generation.py)."""
+    from tunery.model.generation import predict_generate_kwargs
+
+    return predict_generate_kwargs(cfg, template, tokenizer)
 
 
 def generate(model, tokenizer, prompts: list[list[int]], batch_size: int, kwargs: dict) -> list[list[int]]:

@@ -76,22 +76,6 @@ def load_data(cfg: Config, tokenizer, template):
     return PreparedData([], None)
 
 
-def load_stage_model(cfg: Config, tokenizer, stage: Stage):
-    """The model with its fine-tuning method attached (training) or its adapters merged (evaluation only)."""
-    from tunery.model.adapters import load_adapters, prepare_for_training
-    from tunery.model.load import load_model
-    from tunery.train.models import load_reward_model
-
-    from tunery.config.stages import stage_spec
-
-    # a stage that saves a score head loads the model with a 1-output one (AutoModelForSequenceClassification)
-    reward_head = stage_spec(cfg.stage).saves == "score"
-    model = load_reward_model(cfg, tokenizer) if reward_head else load_model(cfg, tokenizer)
-    if cfg.do_train:
-        return prepare_for_training(model, cfg)
-    return load_adapters(model, cfg, is_trainable=False)
-
-
 def _close_progress_bar(trainer) -> None:
     """End the progress bar's line when training stops with an error, so that the error starts a line of its own."""
     from transformers.trainer_callback import ProgressCallback
@@ -105,8 +89,7 @@ def _close_progress_bar(trainer) -> None:
 def run_stage(cfg: Config, stage: Stage) -> None:
     from transformers import set_seed
 
-    from tunery.data.template_select import resolve_template
-    from tunery.model.load import load_tokenizer
+    from tunery.model.session import open_session
     from tunery.train.artifacts import (
         disk_full_is_one_line,
         finish,
@@ -120,8 +103,8 @@ def run_stage(cfg: Config, stage: Stage) -> None:
     from tunery.train.ranks import check_ranks_agree
 
     # 1. Everything that can fail on the user's input happens before the model loads.
-    tokenizer = load_tokenizer(cfg)
-    template = resolve_template(cfg, tokenizer)
+    session = open_session(cfg, "train")
+    tokenizer, template = session.tokenizer, session.template
     data = load_data(cfg, tokenizer, template)
     to_predict = None
     if cfg.do_predict:
@@ -142,7 +125,7 @@ def run_stage(cfg: Config, stage: Stage) -> None:
 
     # 2. Model and fine-tuning method (the seed makes new LoRA/head weights the same in every process and run).
     set_seed(cfg.seed)
-    model = load_stage_model(cfg, tokenizer, stage)
+    model = session.load_model()  # the method attached (training) or the adapters merged; a score head per stage
     if resume:
         check_fits_model(resume, model)
 
