@@ -19,16 +19,21 @@ from transformers import LlamaForCausalLM
 
 
 class RecordingLlamaForCausalLM(LlamaForCausalLM):
-    """Appends each training forward's input_ids (and whether FSDP shards the layers) to record_dir/rank{RANK}.jsonl."""
+    """Appends each training forward's input_ids, whether FSDP shards the layers and, for the first decoder layer's
+    MLP down-projection, its full and this rank's local shape to record_dir/rank{RANK}.jsonl."""
 
     def forward(self, input_ids=None, *args, **kwargs):
         if self.training and torch.is_grad_enabled() and input_ids is not None:
             from torch.distributed.fsdp import FSDPModule
+            from torch.distributed.tensor import DTensor
 
             sharded = any(isinstance(m, FSDPModule) for m in self.modules())
+            weight = self.model.layers[0].mlp.down_proj.weight  # held sharded between the layer's forwards
+            local = weight.to_local() if isinstance(weight, DTensor) else weight
             path = os.path.join(self.config.record_dir, "rank%s.jsonl" % os.environ.get("RANK", "0"))
             with open(path, "a") as fh:
-                fh.write(json.dumps({"input_ids": input_ids.tolist(), "fsdp": sharded}) + "\\n")
+                fh.write(json.dumps({"input_ids": input_ids.tolist(), "fsdp": sharded,
+                                     "shard": [list(weight.shape), list(local.shape)]}) + "\\n")
         return super().forward(input_ids, *args, **kwargs)
 '''
 
@@ -77,6 +82,12 @@ def seen_ids(model: Path) -> dict[int, list[list[int]]]:
 def used_fsdp(model: Path) -> set[bool]:
     return {json.loads(line)["fsdp"] for path in (model / "seen").glob("rank*.jsonl")
             for line in path.read_text().splitlines()}
+
+
+def shard_shapes(model: Path) -> dict[int, set[tuple]]:
+    """rank -> the (full shape, local shape) pairs its forwards saw for layers.0.mlp.down_proj.weight."""
+    return {int(path.stem[4:]): {tuple(map(tuple, json.loads(line)["shard"])) for line in path.read_text().splitlines()}
+            for path in (model / "seen").glob("rank*.jsonl")}
 
 
 def train_argv(model: Path, data: Path, out: Path, **extra) -> list[str]:

@@ -24,7 +24,8 @@ Columns:
   ``packed_rows`` (packing/neat_packing/padding_free rows of several examples), ``sft_loss`` (DFT/EAFT/ASFT),
   ``predict`` (do_predict generates answers), ``pref_loss``, ``reference_model`` (a frozen reference forward pass),
   ``reward_model`` (a trained reward model scores the samples), ``reward_funcs`` (GRPO's reward functions and
-  options; the rows' other columns go to them), ``trl`` (trained on a TRL trainer).
+  options; the rows' other columns go to them), ``trl`` (trained on a TRL trainer), ``cpu_fsdp`` (``fsdp`` without
+  GPUs: FSDP2 through transformers' load-time sharding, train/cpu_fsdp.py).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from tunery.errors import ConfigError, did_you_mean
 RECORD_KINDS = ("text", "chat", "ranking", "kto", "prompt")
 ENCODERS = ("pretrain", "supervised", "pairwise", "kto", "unsupervised")
 FEATURES = ("packed_rows", "sft_loss", "predict", "pref_loss", "reference_model", "reward_model", "reward_funcs",
-            "trl")
+            "trl", "cpu_fsdp")
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,10 @@ def _row(name, reads, encoder, batch, trainer, saves, sequences, uses, help):
 
 STAGES: dict[str, StageSpec] = {s.name: s for s in (
     _row("pt", "text", "pretrain", "blocks of cutoff_len tokens (padded when packing: false)",
-         "tunery.train.pt:run_pt", "lm", 1, (),
+         "tunery.train.pt:run_pt", "lm", 1, ("cpu_fsdp",),
          "pre-training on text"),
     _row("sft", "chat", "supervised", "padded, packed (packing/neat_packing) or padding-free rows",
-         "tunery.train.sft:run_sft", "lm", 1, ("packed_rows", "sft_loss", "predict"),
+         "tunery.train.sft:run_sft", "lm", 1, ("packed_rows", "sft_loss", "predict", "cpu_fsdp"),
          "supervised fine-tuning"),
     _row("rm", "ranking", "pairwise", "chosen and rejected rows, padded",
          "tunery.train.rm:run_rm", "score", 2, ("trl",),

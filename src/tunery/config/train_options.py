@@ -105,15 +105,10 @@ def _deepspeed(cfg: Config) -> None:
     if isinstance(fsdp_config, str) and not os.path.isfile(fsdp_config):
         raise ConfigError(f"{cfg.where}: fsdp_config file '{fsdp_config}' does not exist — check the path (example: "
                           "examples/accelerate/fsdp_training_config.json)")
-    if cfg.fsdp and cfg.fsdp not in ([], "", False):
-        from tunery.utils.device import accelerator_available
+    from tunery.train import cpu_fsdp
 
-        if not accelerator_available():
-            # accelerate's state turns FSDP on only for GPU-like devices (MULTI_GPU/NPU/XPU/...): on CPU the fsdp
-            # options would be dropped silently and the run would be plain DDP.
-            raise ConfigError(f"{cfg.where}: option 'fsdp' needs GPUs (accelerate shards with FSDP only on CUDA, "
-                              "NPU, XPU, MLU, MUSA, HPU devices) and this machine has none — drop fsdp/fsdp_config: "
-                              "several CPU processes still train data parallel (FORCE_TORCHRUN=1 NPROC_PER_NODE=N)")
+    if cpu_fsdp.on_cpu(cfg):  # no GPU: FSDP2 through transformers' load-time sharding (train/cpu_fsdp.py)
+        cpu_fsdp.check(cfg)
     ds = cfg.deepspeed
     if not ds:
         return

@@ -36,12 +36,14 @@ class Session:
         """The token ids that end an assistant turn (eos and the template's stop words)."""
         return self.template.stop_token_ids(self.tokenizer)
 
-    def load_model(self, *, adapters: bool = True, trainable: bool | None = None, to_gpu: bool | None = None):
+    def load_model(self, *, adapters: bool = True, trainable: bool | None = None, to_gpu: bool | None = None,
+                   **load_kwargs):
         """The model for this session's purpose (kept as ``self.model``).
 
         ``train``: the fine-tuning method attached when ``trainable`` (default: do_train), else the adapters merged;
         ``infer``/``export``: the adapters merged (``adapters=False``: the base alone; :meth:`merge_adapters` adds
-        them later), moved to the GPU when one is there and the model is not quantized (``to_gpu`` overrides)."""
+        them later), moved to the GPU when one is there and the model is not quantized (``to_gpu`` overrides).
+        ``load_kwargs`` go to ``from_pretrained`` of the causal LM (e.g. train/cpu_fsdp.py's load-time sharding)."""
         import torch
 
         from tunery.config.stages import stage_spec
@@ -52,12 +54,13 @@ class Session:
         assert self.purpose in ("train", "infer", "export"), self.purpose
         if self.purpose == "train":
             score_head = stage_spec(cfg.stage).saves == "score"  # e.g. rm: a 1-output score head
-            model = load_reward_model(cfg, self.tokenizer) if score_head else load_model(cfg, self.tokenizer)
+            model = load_reward_model(cfg, self.tokenizer) if score_head else load_model(cfg, self.tokenizer,
+                                                                                          **load_kwargs)
             trainable = cfg.do_train if trainable is None else trainable
             self.model = prepare_for_training(model, cfg) if trainable else load_adapters(model, cfg,
                                                                                           is_trainable=False)
             return self.model
-        model = load_model(cfg, self.tokenizer)
+        model = load_model(cfg, self.tokenizer, **load_kwargs)
         if to_gpu is None:
             to_gpu = torch.cuda.is_available() and cfg.quantization_bit is None
         if to_gpu:

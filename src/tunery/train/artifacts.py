@@ -58,6 +58,10 @@ def training_arguments(cfg: Config):
             # accelerate (>= 1.13) makes a torchrun run data parallel on CPU (MULTI_CPU, gloo) only when asked to use
             # the CPU; without it each rank trains alone on all the data and believes it is the main process.
             kwargs["use_cpu"] = True  # (use_cpu: false has no other meaning here)
+    from tunery.train import cpu_fsdp
+
+    if cpu_fsdp.on_cpu(cfg):
+        cpu_fsdp.training_kwargs(cfg, kwargs)
     if cfg.pure_bf16:
         kwargs["bf16"] = False  # the weights are bf16 already; no autocast on top
     return Seq2SeqTrainingArguments(**kwargs)

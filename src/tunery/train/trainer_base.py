@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from tunery.train.cpu_fsdp import ShardedCheckpoints
 from tunery.utils.logging import get_logger
 
 if TYPE_CHECKING:
@@ -40,8 +41,9 @@ def loraplus_param_groups(model, lr: float, ratio: float, embedding_lr: float, w
             for k in settings if groups[k]]
 
 
-class TuneryTrainerMixin:
-    """Mixed into a transformers Trainer (first in the bases). ``cfg`` is the run's Config."""
+class TuneryTrainerMixin(ShardedCheckpoints):
+    """Mixed into a transformers Trainer (first in the bases). ``cfg`` is the run's Config. A model transformers
+    sharded at load time (FSDP2 on CPU) gets resumable checkpoints from :class:`ShardedCheckpoints`."""
 
     def __init__(self, *args, cfg: Config, **kwargs):
         self.cfg = cfg

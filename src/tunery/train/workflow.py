@@ -125,7 +125,12 @@ def run_stage(cfg: Config, stage: Stage) -> None:
 
     # 2. Model and fine-tuning method (the seed makes new LoRA/head weights the same in every process and run).
     set_seed(cfg.seed)
-    model = session.load_model()  # the method attached (training) or the adapters merged; a score head per stage
+    from tunery.train import cpu_fsdp
+
+    sharding = cpu_fsdp.load_kwargs(cfg)  # CPU FSDP2: transformers shards the model as it loads
+    model = session.load_model(**sharding)  # the method attached (training) or the adapters merged; a score head
+    if sharding:
+        cpu_fsdp.check_wrapped(cfg, model)
     if resume:
         check_fits_model(resume, model)
 
