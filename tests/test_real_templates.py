@@ -7,26 +7,17 @@ each assistant turn's content and its end-of-turn text.
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 
 import pytest
 
-from llama_cpp_material import llama_cpp_material, official_template, tokenizer, vocab_cases  # noqa: F401
+from llama_cpp_material import FAMILIES, family_tokenizer, llama_cpp_material, vocab_cases  # noqa: F401
 from tunery.data.encode import encode_supervised
 from tunery.data.records import IGNORE_INDEX, AlignedRecord
-from tunery.data.templates import TokenizerTemplate
+from tunery.data.templates import TokenizerTemplate, to_hf_messages
+from tunery.data.templates.tokenizer_template import openai_tools
+from tunery.errors import DataError
 
-JINJA_DIR = Path(__file__).parent / "data" / "jinja"
-# (vocab, template file, the end-of-turn text the template puts after an answer)
-FAMILIES = {
-    "llama3.1": ("llama-bpe", "meta-llama-Llama-3.1-8B-Instruct", "<|eot_id|>"),
-    "deepseek-r1-distill-llama": ("llama-bpe", "deepseek-ai-DeepSeek-R1-Distill-Llama-8B", "<｜end▁of▁sentence｜>"),
-    "llama2": ("llama-spm", None, " </s>"),
-    "qwen2.5": ("qwen2", "Qwen-Qwen2.5-7B-Instruct", "<|im_end|>"),
-    "qwen3": ("qwen2", "Qwen-Qwen3-0.6B", "<|im_end|>"),
-    "deepseek-r1-distill-qwen": ("qwen2", "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", "<｜end▁of▁sentence｜>"),
-    "phi3.5": ("phi-3", "microsoft-Phi-3.5-mini-instruct", "<|end|>"),
-}
 # texts where transformers' conversion of the .gguf vocabulary differs from llama.cpp's reference ids
 KNOWN_VOCAB_DIFFERENCES = {"llama-bpe": 1, "llama-spm": 15}  # a Vietnamese word; whitespace-only texts (prefix space)
 
@@ -39,15 +30,8 @@ RESPONSE = [{"role": "assistant", "content": "def f(x):\n    return x"}]
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
 def family(request, llama_cpp_material):  # noqa: F811
-    vocab, name, eot = FAMILIES[request.param]
-    tok = tokenizer(llama_cpp_material, vocab)
-    text = official_template(llama_cpp_material, name) if name else (
-        (JINJA_DIR / "llama2.jinja").read_text(encoding="utf-8").split("\n", 1)[1])
-    tok.chat_template = text
-    if name and "DeepSeek-R1" in name:  # the distilled models' tokenizers add DeepSeek's turn tokens to the base vocabulary
-        tok.add_tokens(["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>"],
-                       special_tokens=True)
-    return request.param, vocab, tok, eot
+    vocab, _, eot = FAMILIES[request.param]
+    return request.param, vocab, family_tokenizer(llama_cpp_material, request.param), eot
 
 
 def test_vocabulary_matches_llama_cpp(family, llama_cpp_material):  # noqa: F811
@@ -83,3 +67,34 @@ def test_own_template_ids_and_labels(family, system):
         assert text.rstrip().endswith(final + eot.rstrip()) or text.endswith(final + eot), (name, text)
         assert "Hi there" not in text and "Write code" not in text
     assert template.stop_token_ids(tok)[-1] == tok.convert_tokens_to_ids(eot.strip()) or eot.strip() not in tok.get_vocab()
+
+
+TOOLS = json.dumps([{"name": "get_weather", "description": "Weather of a city", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string", "description": "a city"}}, "required": ["city"]}}])
+TOOL_PROMPT = [{"role": "user", "content": "Weather in Paris?"},
+               {"role": "function", "content": json.dumps({"name": "get_weather", "arguments": {"city": "Paris"}})},
+               {"role": "observation", "content": '{"temperature": 21}'}]
+TOOL_RESPONSE = [{"role": "assistant", "content": "It is 21 degrees."}]
+# measured: templates without a tool-call format say so (the record is dropped with that reason)
+NO_TOOL_CALLS = {"llama2": "roles must alternate", "command-r": "roles must alternate",
+                 "deepseek-r1-distill-llama": "without the function's name", "phi3.5": "without the function's name"}
+
+
+def test_own_template_tools(family):
+    """Tools in OpenAI format: ids are apply_chat_template's, the call and the answer are trained (each up to where
+    the template ends it: Gemma 4 keeps call, tool response and answer in one turn), the tool's output is not."""
+    name, _, tok, _ = family
+    template = TokenizerTemplate(tok)
+    record = AlignedRecord(prompt=TOOL_PROMPT, response=TOOL_RESPONSE, system="", tools=TOOLS)
+    if name in NO_TOOL_CALLS:
+        with pytest.raises(DataError, match=NO_TOOL_CALLS[name]) as err:
+            encode_supervised(record, template, tok, cutoff_len=4096)
+        assert "\n" not in str(err.value)
+        return
+    example = encode_supervised(record, template, tok, cutoff_len=4096)
+    hf = to_hf_messages(TOOL_PROMPT + TOOL_RESPONSE)
+    text = tok.apply_chat_template(hf, tools=openai_tools(TOOLS), tokenize=False)
+    assert example["input_ids"] == tok(text, add_special_tokens=False)["input_ids"]
+    trained = tok.decode([i for i, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX])
+    assert "get_weather" in trained and "Paris" in trained and "21 degrees." in trained
+    assert "temperature" not in trained and "Weather in Paris" not in trained

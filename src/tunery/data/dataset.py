@@ -130,7 +130,8 @@ def check_template_tokens(template, tokenizer, model: str = "") -> None:
     more = f" (and {len(missing) - 1} more: {', '.join(t for t, _ in missing[1:4])})" if len(missing) > 1 else ""
     raise ConfigError(f"template '{name}' needs the special token {text}{more}, which the tokenizer{where} does not "
                       f"have: it would be split into {pieces} ordinary pieces — use the template of the model's "
-                      f"family{own}")
+                      f"family{own}, or add them (new_special_tokens: {','.join(t for t, _ in missing)}) with "
+                      "resize_vocab: true")
 
 
 # ---------------------------------------------------------------- encoding

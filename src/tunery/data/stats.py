@@ -58,7 +58,8 @@ def _record_lengths(record, stage: str, template, tokenizer, cutoff_len: int, op
             return full, 0, full, kept
         if kind == "supervised":
             pairs = template.encode_multiturn(tokenizer, record.prompt + record.response, system, tools)
-            full = sum(len(s) + len(t) for s, t in pairs) + eos
+            tail = len(pairs.pop()[0]) if pairs and pairs[-1][1] is None else 0  # text after the last turn (own template)
+            full = sum(len(s) + len(t) for s, t in pairs) + eos + tail
             response = len(pairs[-1][1]) + eos
             example = encode_supervised(record, template, tokenizer, cutoff_len, options["train_on_prompt"],
                                         options["mask_history"])

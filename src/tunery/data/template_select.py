@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tunery.config.stages import stage_spec
 from tunery.errors import ConfigError
 from tunery.utils.logging import get_logger
 
@@ -14,9 +15,13 @@ _PROBE = [
 ]
 
 
-def resolve_template(cfg, tokenizer):
-    """The Template named by `template` (or the tokenizer's own chat template when unset), tokenizer fixed for it."""
+def resolve_template(cfg, tokenizer, check_serving: bool = False):
+    """The Template named by `template` (or the tokenizer's own chat template when unset), tokenizer fixed for it.
+
+    ``check_serving`` (before training, in preview): warn in one line when the named template encodes a sample
+    conversation differently from the tokenizer's own chat template, the format the model is served with."""
     from tunery.data.templates import get_template
+    from tunery.data.templates.serving import serving_difference, serving_probe
 
     name = cfg.template
     if name is None:
@@ -27,12 +32,34 @@ def resolve_template(cfg, tokenizer):
             name = "empty"
             logger.warning("no template given and the tokenizer has no chat template: using 'empty' "
                            "(set template: NAME for a chat model)")
-    template = get_template(name, default_system=cfg.default_system, enable_thinking=cfg.enable_thinking,
+    # the model's own template gets enable_thinking only when asked (its default is the model's: off for Gemma 4)
+    thinking = cfg.enable_thinking if name != "tokenizer" or _given(cfg, "enable_thinking") else None
+    template = get_template(name, default_system=cfg.default_system, enable_thinking=thinking,
                             tool_format=cfg.tool_format, tokenizer=tokenizer)
+    check = check_serving and name != "tokenizer" and stage_spec(cfg.stage).reads != "text"  # pt: no chat format
+    probes = serving_probe(tokenizer, _thinking_kwargs(cfg, template)) if check else None
     template.fix_tokenizer(tokenizer)
+    difference = serving_difference(template, tokenizer, probes)
+    if difference:
+        logger.warning(difference)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return template
+
+
+def _thinking_kwargs(cfg, template) -> dict | None:
+    """enable_thinking for the model's own template when the named one is a reasoning template (qwen3 and
+    enable_thinking: false are served with enable_thinking=False, the _nothink variants as well)."""
+    if str(getattr(template, "name", "")).endswith("_nothink"):
+        return {"enable_thinking": False}
+    if getattr(template, "reasoning", False) or _given(cfg, "enable_thinking"):
+        return {"enable_thinking": bool(cfg.enable_thinking)}
+    return None
+
+
+def _given(cfg, option: str) -> bool:
+    """Whether the user set ``option`` (in a file, on the command line or in Python), not left it at its default."""
+    return option in cfg.sources
 
 
 def sync_chat_template(tokenizer, template) -> None:

@@ -85,5 +85,8 @@ def open_session(cfg: Config, purpose: str, resolve: Callable | None = None) -> 
     if purpose not in PURPOSES:
         raise ValueError(f"unknown session purpose {purpose!r}; one of {', '.join(PURPOSES)}")
     tokenizer = load_tokenizer(cfg)
-    template = (resolve or resolve_template)(cfg, tokenizer)
+    if resolve is not None:
+        template = resolve(cfg, tokenizer)
+    else:  # before training and in preview: say when the template encodes unlike the model's own chat template
+        template = resolve_template(cfg, tokenizer, check_serving=purpose in ("train", "preview"))
     return Session(cfg, purpose, tokenizer, template)

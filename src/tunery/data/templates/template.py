@@ -375,16 +375,17 @@ class Template:
         are eos and pad tokens, and register the other stop words as special tokens. Tokens already in the vocabulary
         are reused (nothing to resize); a warning says when new ones were added."""
         stop_words = list(self.stop_words)
-        added = 0
+        size = len(tokenizer)
         if self.replace_eos:
-            added += _set_eos(tokenizer, stop_words[0])
+            _set_eos(tokenizer, stop_words[0])
             stop_words = stop_words[1:]
         if tokenizer.eos_token_id is None:
-            added += _set_eos(tokenizer, "<|endoftext|>")
+            _set_eos(tokenizer, "<|endoftext|>")
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         if stop_words:
-            added += _add_extra_special_tokens(tokenizer, stop_words)
+            _add_extra_special_tokens(tokenizer, stop_words)
+        added = len(tokenizer) - size  # tokens re-registered as special (already in the vocabulary) need no resize
         if added:
             logger.warning("template %s added %d new token(s) to the tokenizer: resize the embeddings", self.name, added)
 

@@ -7,7 +7,8 @@ templates that rewrite history (Qwen3 drops earlier turns' reasoning), open a th
 * from ``{% generation %}`` markers, where the template has them (``return_assistant_tokens_mask``);
 * otherwise per assistant turn: it starts where the rendering stops agreeing with the generation prompt of the
   conversation before it, and it ends after the template's end-of-turn text (found once per template by rendering a
-  probe conversation), else after the message's content.
+  probe conversation), else after the message's content; a tool call ends no later than where the conversation
+  closed after it stops agreeing with the whole (Gemma 4 keeps call, tool response and answer in one turn).
 
 Tokens are mapped to those character spans through the fast tokenizer's offsets. A turn that cannot be located raises
 a :class:`DataError` saying why (the record is dropped and counted).
@@ -173,7 +174,8 @@ class TokenizerTemplate:
         spans, cursor = [], 0
         for n, j in enumerate(turns):
             generation = self._apply(tokenizer, hf[:j], tools, True)
-            start = max(_common_prefix(generation, text), cursor)
+            start = max(min(_common_prefix(generation, text), self._header_end(tokenizer, hf[:j], tools, text)),
+                        cursor)
             if start < cursor or (start == cursor and n > 0 and not text[cursor:]):
                 raise DataError(self._cannot(tokenizer, n, "its generation prompt is not where the conversation has "
                                                            "it"))
@@ -188,6 +190,16 @@ class TokenizerTemplate:
                 found = text.find(core, start)
                 if found >= 0:
                     end = found + len(core)
+            names = [call["function"]["name"] for call in hf[j].get("tool_calls") or []]
+            if names:  # a call may not end the turn (Gemma 4: call, response, answer in one turn): it ends where
+                # the conversation closed after it stops agreeing with the whole one, if that is past the call
+                bound = _common_prefix(self._apply(tokenizer, hf[:j + 1], tools, False), text)
+                past = text.find(names[-1], start)
+                if past >= 0 and bound >= past + len(names[-1]) and (end < 0 or bound < end):
+                    end = bound
+                if end < 0 or any(name not in text[start:end] for name in names):
+                    raise DataError(self._cannot(tokenizer, n, "the template renders its tool call without the "
+                                                               "function's name (it has no tool-call format)"))
             if end < 0:
                 raise DataError(self._cannot(tokenizer, n, "neither its text nor an end-of-turn follows its "
                                                            "generation prompt"))
@@ -197,6 +209,17 @@ class TokenizerTemplate:
             spans.append((start, end))
             cursor = end
         return spans
+
+    def _header_end(self, tokenizer, before: list[dict], tools, text: str) -> int:
+        """Where a probe answer after ``before`` starts, if the rendering agrees with ``text`` up to there: a
+        generation prompt that opens a think block (``<think>``) may share its first characters with the answer
+        (``<｜tool▁calls▁begin｜>``), and the span must not start inside them."""
+        try:
+            probe = self._apply(tokenizer, before + [{"role": ASSISTANT, "content": _SENTINEL}], tools, False)
+        except DataError:
+            return len(text)
+        at = probe.find(_SENTINEL)
+        return at if at >= 0 and text.startswith(probe[:at]) else len(text)
 
     def _cannot(self, tokenizer, n: int, why: str) -> str:
         return (f"cannot find assistant turn {n + 1} in {self._where(tokenizer)} rendering — {why}; "
@@ -278,7 +301,22 @@ class TokenizerTemplate:
         text = self._apply(tokenizer, hf, openai_tools(tools), True)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def check_jinja(self, tokenizer) -> None:
+        """A chat template that is not valid Jinja stops the run in one line (rendering errors of single records are
+        their drop reasons)."""
+        import jinja2
+
+        try:
+            tokenizer.apply_chat_template([{"role": USER, "content": "Hi"}], tokenize=False, add_generation_prompt=True,
+                                          chat_template=self.jinja(tokenizer), **self.chat_template_kwargs)
+        except jinja2.TemplateSyntaxError as err:
+            raise ConfigError(f"{self._where(tokenizer)} is not valid Jinja (line {err.lineno}: {err.message}) — fix "
+                              "its chat_template, or use a named template (template: NAME)") from None
+        except Exception:  # noqa: BLE001 - e.g. a template that needs a system message: each record says so
+            pass
+
     def fix_tokenizer(self, tokenizer) -> list[str]:
+        self.check_jinja(self._tok(tokenizer))
         added = []
         if tokenizer.eos_token_id is None:
             tokenizer.add_special_tokens({"eos_token": "<|endoftext|>"})
