@@ -103,11 +103,11 @@ def test_nan_text_is_dropped_and_counted_not_trained_as_nan(tiny_llama3_dir, tmp
     assert code == 0, err[-2000:]
     assert "dropped 2 record(s): NaN in a text field (first: careless[4]: column 'instruction' is NaN)" in err
 
-    from tunery.data.preview import run_preview
+    from tunery.cli import main
 
     capsys.readouterr()
-    assert run_preview([f"model_name_or_path={tiny_llama3_dir}", "dataset=careless", f"dataset_dir={data}",
-                        "template=llama3", "--format", "json"]) == 0
+    assert main(["preview", f"model_name_or_path={tiny_llama3_dir}", "dataset=careless", f"dataset_dir={data}",
+                 "template=llama3", "--format", "json"]) == 0
     out = capsys.readouterr().out
     assert "careless: NaN in a text field" in out and "nan" not in out.replace("NaN in", "")
 

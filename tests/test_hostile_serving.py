@@ -166,7 +166,7 @@ def test_board_export_never_writes_into_a_folder_of_other_files(board):
 
 def test_login_and_the_exposure_warning(tmp_path):
     from tunery.chat.webchat import auth_pairs, exposure_warning
-    from tunery.webui.app import parse_argv
+    from tunery.cli import webui_args as parse_argv
 
     assert auth_pairs("alice:s3cret, bob:pa:ss") == [("alice", "s3cret"), ("bob", "pa:ss")]
     with pytest.raises(TuneryError, match="USER:PASSWORD") as info:

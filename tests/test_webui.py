@@ -144,7 +144,7 @@ def test_saves_listing_finds_runs_and_checkpoints(tmp_path):
 
 def test_webui_argv(tmp_path):
     from tunery.errors import TuneryError
-    from tunery.webui.app import parse_argv
+    from tunery.cli import webui_args as parse_argv
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model_name_or_path: m\nlora_rank: 16\n")

@@ -52,7 +52,7 @@ def _train(argv: list[str]) -> int:
         from tunery.estimate.report import run_estimate
 
         return run_estimate(cfg)
-    from tunery.launch import hand_off, torchrun_plan
+    from tunery.utils.handoff import hand_off, torchrun_plan
 
     plan = torchrun_plan()
     if plan is not None:  # several devices or nodes: the same command in each torchrun process
@@ -81,10 +81,48 @@ def _webchat(argv: list[str]) -> int:
     return run_webchat(cfg)
 
 
+WEBUI_USAGE = ("tunery webui [CONFIG.yaml] [--saves_dir DIR] [--webui_allowed_paths DIR,DIR] "
+               "[--webui_auth USER:PASSWORD]")
+
+
+def webui_args(argv: list[str]) -> tuple[str | None, dict]:
+    """`tunery webui [CONFIG.yaml] [--saves_dir DIR] [--webui_allowed_paths A,B] [--webui_auth U:P]` → (saves dir,
+    option values: those that prefill the board and the board's own webui_* settings)."""
+    from tunery.config.loader import CONFIG_SUFFIXES, read_config_file
+    from tunery.config.registry import all_options
+    from tunery.errors import TuneryError
+
+    options = all_options()
+    own = {o.name for o in options.values() if o.group == "webui"}
+    saves, initial = None, {}
+    rest = list(argv)
+    while rest:
+        arg = rest.pop(0)
+        name, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if name == "saves_dir" or name in own:
+            if not eq:
+                if not rest:
+                    raise TuneryError(f"command line: option '--{name}' needs a value — e.g. --{name} VALUE")
+                value = rest.pop(0)
+            if name == "saves_dir":
+                saves = value
+            else:
+                initial[name] = options[name].coerce(value, "command line")
+        elif arg.endswith(CONFIG_SUFFIXES):
+            initial = {**read_config_file(arg), **initial}
+        else:
+            raise TuneryError(f"command line: unexpected argument '{arg}' — usage: {WEBUI_USAGE}")
+    unknown = [k for k in initial if k not in options]
+    if unknown:
+        raise TuneryError(f"unknown option(s) {', '.join(unknown)} in the config — `tunery train -h` lists them")
+    return saves, initial
+
+
 def _webui(argv: list[str]) -> int:
+    saves, initial = webui_args(argv)
     from tunery.webui import run_webui
 
-    return run_webui(argv)
+    return run_webui(saves, initial)
 
 
 def _api(argv: list[str]) -> int:
@@ -142,19 +180,30 @@ def _eval(argv: list[str]) -> int:
     return run_eval(cfg)
 
 
-def _preview(argv: list[str]) -> int:
-    from tunery.data.preview import run_preview
+def _aliased(argv: list[str], aliases: dict[str, str]) -> list[str]:
+    """A command's short flags (also ``--flag=value``) as the option names they stand for."""
+    out = []
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        out.append(aliases[flag] + eq + value if flag in aliases else arg)
+    return out
 
-    return run_preview(argv)
+
+def _preview(argv: list[str]) -> int:
+    from tunery.config import parse_config
+
+    cfg = parse_config("preview", _aliased(argv, {"--num": "--preview_num", "-n": "--preview_num",
+                                                  "--format": "--preview_format"}))
+    from tunery.data.preview import preview
+
+    preview(cfg)
+    return 0
 
 
 def _estimate(argv: list[str]) -> int:
     from tunery.config import parse_config
 
-    aliases = {"--format": "--estimate_format"}
-    argv = [aliases.get(a.partition("=")[0], a.partition("=")[0]) + a.partition("=")[1] + a.partition("=")[2]
-            for a in argv]
-    cfg = parse_config("train", argv)  # the same options and checks as the run it estimates
+    cfg = parse_config("train", _aliased(argv, {"--format": "--estimate_format"}))  # the checks of the run it estimates
     from tunery.estimate.report import run_estimate
 
     return run_estimate(cfg)
@@ -218,8 +267,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
                     "hub. The answer is the letter A-D with the highest next-token score; --seed (default 42) seeds "
                     "the run."),
 }
-# Commands whose options come from the declarations (their -h is generated); the others parse their own argv.
-CONFIG_COMMANDS = ("train", "chat", "eval", "webchat", "api", "export", "preview", "estimate")
+# Commands whose options come from the declarations (their -h is generated); the others' -h is their own.
+CONFIG_COMMANDS = ("train", "chat", "eval", "webchat", "api", "export", "preview", "estimate", "webui")
 
 
 def main(argv: list[str] | None = None) -> int:

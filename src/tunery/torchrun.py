@@ -2,7 +2,7 @@
 explained in one line (exit code 2) or on Ctrl-C (130), torchrun's own failure report and traceback are left out
 and that code is returned; any other failure gets torchrun's full report, as before.
 
-Used by :func:`tunery.launch.hand_off`: ``python -m tunery.torchrun [torchrun options] -m tunery.launch ARGS``.
+Used by :func:`tunery.utils.handoff.hand_off`: ``python -m tunery.torchrun [torchrun options] -m tunery.launch ARGS``.
 """
 
 from __future__ import annotations

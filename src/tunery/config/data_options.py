@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING
 from tunery.config.option import Option, Rule, non_negative, positive
 from tunery.config.stages import STAGES, names_text, stage_spec, stages_using, uses
 from tunery.errors import ConfigError
+from tunery.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 if TYPE_CHECKING:
     from tunery.config.loader import Config
@@ -54,9 +57,10 @@ OPTIONS = [
     Option("max_samples", "int", None, "Use at most this many records of each dataset.", G, check=positive),
     Option("val_size", "number", 0.0, "Held-out evaluation split: a fraction in [0, 1) or a record count.", G,
            check=_val_size),
-    Option("eval_on_each_dataset", "bool", False, "Evaluate each eval dataset separately.", G, advanced=True),
-    Option("ignore_pad_token_for_loss", "bool", True, "Ignore pad tokens in the loss (predictions).", G,
-           advanced=True),
+    Option("eval_on_each_dataset", "bool", False, "Evaluate each eval_dataset separately: metrics "
+           "eval_<name>_loss, ... per dataset instead of one eval_loss.", G, advanced=True),
+    Option("ignore_pad_token_for_loss", "bool", True, "Padding is not trained (its labels are ignored); false "
+           "trains it as the pad token, as LLaMA-Factory does (stage sft, padded batches).", G, advanced=True),
     Option("packing", "bool", None, "Pack several examples into sequences of up to cutoff_len tokens (sft; pt packs "
            "unless false). Packed examples see the ones before them in their sequence.", G, advanced=True),
     Option("neat_packing", "bool", False, "Packing where packed examples cannot attend to each other (sft; implies "
@@ -82,9 +86,12 @@ OPTIONS = [
 ]
 
 
-def _needs_dataset(cfg: Config) -> None:
-    from tunery.data.cache import has_tokenized_data
+def has_tokenized_data(path: str | None) -> bool:
+    """A folder that ``save_to_disk`` wrote (by Tunery or LLaMA-Factory): what ``tokenized_path`` loads from."""
+    return bool(path) and os.path.isfile(os.path.join(os.path.expanduser(path), "dataset_dict.json"))
 
+
+def _needs_dataset(cfg) -> None:
     if cfg.do_train and not cfg.dataset and not has_tokenized_data(cfg.tokenized_path):
         raise ConfigError(f"{cfg.where}: option 'dataset' is required for training — name one or more entries of "
                           f"{os.path.join(cfg.dataset_dir, 'dataset_info.json')}")
@@ -107,12 +114,27 @@ def _preview_dataset(cfg: Config) -> None:
                           f"{os.path.join(cfg.dataset_dir, 'dataset_info.json')}")
 
 
-def _packing(cfg: Config) -> None:
-    """Refuse neat_packing/padding_free outside the stages that pack rows (sft, as LLaMA-Factory does); warn that
-    packing does nothing in a stage that neither packs rows nor concatenates texts into blocks (pt). Checked once,
-    with the config (train and preview)."""
-    from tunery.utils.logging import get_logger
+def _loss_padding(cfg) -> None:
+    if cfg.ignore_pad_token_for_loss:
+        return
+    if not uses(cfg.stage, "pad_labels"):
+        raise ConfigError(f"{cfg.where}: option 'ignore_pad_token_for_loss: false' works with stage "
+                          f"{names_text(stages_using('pad_labels'))} only (stage is {cfg.stage}, whose padding is never "
+                          "trained) — drop it")
+    if cfg.padding_free:
+        raise ConfigError(f"{cfg.where}: ignore_pad_token_for_loss: false trains the padding, and padding_free "
+                          "batches have none — drop one of them")
 
+
+def _each_eval_dataset(cfg) -> None:
+    if cfg.eval_on_each_dataset and not cfg.eval_dataset:
+        raise ConfigError(f"{cfg.where}: option 'eval_on_each_dataset' evaluates each dataset of eval_dataset, "
+                          "which is not set — name them in eval_dataset, or drop eval_on_each_dataset")
+
+
+def check_packing_options(cfg: Config) -> None:  # once, as the rule _packing
+    """Refuse neat_packing outside the stages that pack rows (sft, as LLaMA-Factory does); warn that packing does
+    nothing in a stage that neither packs rows nor concatenates texts into blocks (pt)."""
     rows = names_text(stages_using("packed_rows"))
     if cfg.neat_packing and not uses(cfg.stage, "packed_rows"):
         raise ConfigError(f"{cfg.where}: option 'neat_packing' works with stage {rows} only (got stage {cfg.stage}) "
@@ -125,10 +147,14 @@ def _packing(cfg: Config) -> None:
             raise ConfigError(f"{cfg.where}: padding_free keeps examples apart but packing (without neat_packing) "
                               "lets packed examples see each other — set neat_packing: true or remove padding_free")
     if cfg.packing and not (uses(cfg.stage, "packed_rows") or stage_spec(cfg.stage).encoder == "pretrain"):
-        packers = [s.name for s in STAGES.values() if "packed_rows" in s.uses or s.encoder == "pretrain"]
-        get_logger(__name__).warning(
-            "option 'packing' has no effect in stage %s (only %s pack), except that examples are cut to "
-            "cutoff_len - 1 as in LLaMA-Factory — remove packing", cfg.stage, " and ".join(packers))
+        packers = [s for s in STAGES if uses(s, "packed_rows") or STAGES[s].encoder == "pretrain"]
+        logger.warning("option 'packing' has no effect in stage %s (only %s pack), except that examples are "
+                       "cut to cutoff_len - 1 as in LLaMA-Factory — remove packing", cfg.stage,
+                       " and ".join(packers))
+
+
+def _packing(cfg) -> None:
+    check_packing_options(cfg)
 
 
 RULES = [
@@ -137,4 +163,6 @@ RULES = [
     Rule(_packing, frozenset({"train", "preview"})),
     Rule(_interleave, frozenset({"train"})),
     Rule(_val_and_eval, frozenset({"train"})),
+    Rule(_loss_padding, frozenset({"train"})),
+    Rule(_each_eval_dataset, frozenset({"train"})),
 ]

@@ -103,7 +103,7 @@ def _grpo(cfg: Config) -> None:
             raise ConfigError(f"{where}: option '{given[0]}' is used by stage {names_text(which)} only (stage is "
                               f"{cfg.stage}) — set stage: {which[0]} or drop {given[0]}")
         return
-    from tunery.train.grpo_rewards import check_reward_specs
+    from tunery.config.reward_specs import check_reward_specs
 
     if not cfg.do_train:
         raise ConfigError(f"{where}: stage grpo only trains — set do_train: true")

@@ -139,10 +139,14 @@ def _fraction(value):
     return None if 0 <= value <= 1 else "must be between 0 and 1"
 
 
+# save_steps/eval_steps also must be > 0 when their strategy is steps (a Rule in train_options: they are ignored
+# otherwise); below 1 they are a fraction of the run's steps (transformers' meaning).
 _CHECKS = {"gradient_accumulation_steps": positive, "max_steps": _at_least_minus_one, "adam_beta1": _beta,
            "adam_beta2": _beta, "label_smoothing_factor": _fraction, "warmup_ratio": _fraction,
-           "logging_steps": positive}
-_POSITIVE_SUFFIXES = ("_batch_size",)
+           "logging_steps": positive, "eval_accumulation_steps": positive, "torch_empty_cache_steps": positive,
+           "neftune_noise_alpha": positive, "eval_delay": non_negative, "ddp_bucket_cap_mb": positive,
+           "dataloader_prefetch_factor": positive}
+_POSITIVE_SUFFIXES = ("_batch_size", "generation_max_length", "generation_num_beams")
 _NON_NEGATIVE_SUFFIXES = ("_steps", "_epochs", "_num_workers", "_limit", "learning_rate", "weight_decay", "_epsilon",
                           "max_grad_norm", "prefetch_factor", "_patience", "_timeout")
 

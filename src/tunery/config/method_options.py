@@ -18,7 +18,6 @@ F = "method: freeze"
 R = "method: rlhf"
 
 STAGES = tuple(STAGE_TABLE)  # config/stages.py: one row per stage
-IMPLEMENTED_STAGES = STAGES  # every stage has a recipe in tunery.train.run
 ADAPTER_TYPES = ("lora", "oft")  # methods that train a PEFT adapter (saved as adapter_model.safetensors)
 # LLaMA-Factory's pref_loss values, then TRL's further DPOTrainer losses (train/dpo.py maps them onto TRL).
 PREF_LOSSES = ("sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo", "robust", "exo_pair", "nca_pair", "bco_pair",
@@ -33,7 +32,8 @@ OPTIONS = [
            + ".", G, choices=STAGES),
     Option("finetuning_type", "str", "lora", "How the model is trained.", G, choices=("lora", "oft", "freeze", "full")),
     Option("plot_loss", "bool", False, "Save training_loss.png (raw and smoothed) after training.", G),
-    Option("include_effective_tokens_per_second", "bool", False, "Log non-pad tokens per second.", G, advanced=True),
+    Option("include_effective_tokens_per_second", "bool", False, "Add effective_tokens_per_sec (non-padding tokens "
+           "trained per second and device) to the train metrics (train_results.json).", G, advanced=True),
     Option("compute_accuracy", "bool", False, "Compute token accuracy at evaluation.", G, advanced=True),
     Option("disable_shuffling", "bool", False, "Do not shuffle the training set (batches in dataset order).", G,
            advanced=True),

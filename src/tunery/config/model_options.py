@@ -55,8 +55,10 @@ OPTIONS = [
            advanced=True),
     Option("model_revision", "str", "main", "Hub revision (branch, tag or commit) of the model.", G, advanced=True),
     Option("low_cpu_mem_usage", "bool", True, "Load weights without an extra copy in memory.", G, advanced=True),
-    Option("rope_scaling", "str", None, "RoPE scaling to extend the context.", G,
-           choices=("linear", "dynamic", "yarn", "llama3"), advanced=True),
+    Option("rope_scaling", "str", None, "RoPE scaling to extend the context (the model config's rope parameters): "
+           "factor ceil(cutoff_len / max_position_embeddings) when training — none when cutoff_len fits — and 2 "
+           "for inference, as LLaMA-Factory does.", G, choices=("linear", "dynamic", "yarn", "llama3"),
+           advanced=True),
     Option("flash_attn", "str", "auto", "Attention implementation: auto, disabled (eager), sdpa or fa2.", G,
            choices=("auto", "disabled", "sdpa", "fa2"), advanced=True),
     Option("shift_attn", "bool", False, "LongLoRA shift short attention.", G, advanced=True,
@@ -64,8 +66,10 @@ OPTIONS = [
     Option("use_unsloth", "bool", False, "Use unsloth's kernels.", G, advanced=True, unsupported="unsloth"),
     Option("enable_liger_kernel", "bool", False, "Patch the model with Liger kernels (GPU, needs liger-kernel).", G,
            advanced=True),
-    Option("upcast_layernorm", "bool", False, "Keep layer norms in fp32.", G, advanced=True),
-    Option("upcast_lmhead_output", "bool", False, "Compute the LM head output in fp32.", G, advanced=True),
+    Option("upcast_layernorm", "bool", False, "Training: keep the layer-norm weights in fp32 when the model is loaded "
+           "in half precision.", G, advanced=True),
+    Option("upcast_lmhead_output", "bool", False, "Training: cast the lm_head output (the logits) to fp32 when the "
+           "model is loaded in half precision.", G, advanced=True),
     Option("infer_backend", "str", "huggingface", "Inference engine for chat/api.", G,
            choices=("huggingface", "hf", "vllm"), advanced=True),
     Option("infer_dtype", "str", "auto", "Dtype for inference and export.", G,

@@ -8,9 +8,6 @@ from typing import Any, Callable, Optional
 
 from tunery.errors import ConfigError
 
-# Value kinds. "list" values accept a YAML list or a comma-separated string; "dict" a mapping or a JSON string.
-KINDS = ("str", "int", "float", "bool", "list", "dict", "number", "any")
-
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
 

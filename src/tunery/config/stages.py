@@ -25,7 +25,9 @@ Columns:
   ``predict`` (do_predict generates answers), ``pref_loss``, ``reference_model`` (a frozen reference forward pass),
   ``reward_model`` (a trained reward model scores the samples), ``reward_funcs`` (GRPO's reward functions and
   options; the rows' other columns go to them), ``trl`` (trained on a TRL trainer), ``cpu_fsdp`` (``fsdp`` without
-  GPUs: FSDP2 through transformers' load-time sharding, train/cpu_fsdp.py).
+  GPUs: FSDP2 through transformers' load-time sharding, train/cpu_fsdp.py), ``workflow`` (trained by the shared
+  Trainer recipe of train/workflow.py: debug_data, eval_on_each_dataset), ``train_metrics`` (the Trainer's train
+  metrics: include_effective_tokens_per_second), ``pad_labels`` (padded label rows: ignore_pad_token_for_loss).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from tunery.errors import ConfigError, did_you_mean
 RECORD_KINDS = ("text", "chat", "ranking", "kto", "prompt")
 ENCODERS = ("pretrain", "supervised", "pairwise", "kto", "unsupervised")
 FEATURES = ("packed_rows", "sft_loss", "predict", "pref_loss", "reference_model", "reward_model", "reward_funcs",
-            "trl", "cpu_fsdp")
+            "trl", "cpu_fsdp", "workflow", "train_metrics", "pad_labels")
 
 
 @dataclass(frozen=True)
@@ -69,25 +71,26 @@ def _row(name, reads, encoder, batch, trainer, saves, sequences, uses, help):
 
 STAGES: dict[str, StageSpec] = {s.name: s for s in (
     _row("pt", "text", "pretrain", "blocks of cutoff_len tokens (padded when packing: false)",
-         "tunery.train.pt:run_pt", "lm", 1, ("cpu_fsdp",),
+         "tunery.train.pt:run_pt", "lm", 1, ("cpu_fsdp", "workflow", "train_metrics"),
          "pre-training on text"),
     _row("sft", "chat", "supervised", "padded, packed (packing/neat_packing) or padding-free rows",
-         "tunery.train.sft:run_sft", "lm", 1, ("packed_rows", "sft_loss", "predict", "cpu_fsdp"),
+         "tunery.train.sft:run_sft", "lm", 1, ("packed_rows", "sft_loss", "predict", "cpu_fsdp", "workflow",
+                                                 "train_metrics", "pad_labels"),
          "supervised fine-tuning"),
     _row("rm", "ranking", "pairwise", "chosen and rejected rows, padded",
-         "tunery.train.rm:run_rm", "score", 2, ("trl",),
+         "tunery.train.rm:run_rm", "score", 2, ("trl", "workflow", "train_metrics"),
          "reward model"),
     _row("ppo", "prompt", "unsupervised", "prompts padded on the left; sampled responses",
          "tunery.train.ppo:run_ppo", "lm", 1, ("reward_model",),
          "PPO with a reward model"),
     _row("dpo", "ranking", "pairwise", "chosen and rejected rows, padded",
-         "tunery.train.dpo:run_dpo", "lm", 2, ("pref_loss", "reference_model", "trl"),
+         "tunery.train.dpo:run_dpo", "lm", 2, ("pref_loss", "reference_model", "trl", "workflow", "train_metrics"),
          "preference optimisation: DPO and the other pref_loss values, e.g. orpo, simpo"),
     _row("kto", "kto", "kto", "completion rows and their mismatched KL rows, padded",
-         "tunery.train.kto:run_kto", "lm", 2, ("reference_model", "trl"),
+         "tunery.train.kto:run_kto", "lm", 2, ("reference_model", "trl", "workflow", "train_metrics"),
          "KTO on desirable/undesirable answers"),
     _row("grpo", "prompt", "unsupervised", "prompts; TRL samples num_generations completions each",
-         "tunery.train.grpo:run_grpo", "lm", 1, ("reward_funcs", "trl"),
+         "tunery.train.grpo:run_grpo", "lm", 1, ("reward_funcs", "trl", "train_metrics"),
          "online RL with reward functions, on TRL's GRPOTrainer"),
 )}
 

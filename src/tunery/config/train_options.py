@@ -26,7 +26,8 @@ OPTIONS = [
            "are removed).", G),
     Option("resume_from_checkpoint", "str", None, "Checkpoint folder to resume from; by default the last complete "
            "checkpoint in output_dir is used.", G),
-    Option("debug_data", "bool", False, "Print the first encoded example before training.", G, advanced=True),
+    Option("debug_data", "bool", False, "Print the first encoded training example before training: its token ids, "
+           "its text and the text it is trained on.", G, advanced=True),
     Option("malloc_mmap_threshold_mb", "int", None, "CPU training on Linux: tensors of at least this many MiB get "
            "their own memory maps, returned to the system when freed, so peak memory stays near what is live instead "
            "of growing with heap fragmentation (a few % more page faults). Unset: 1 on CPU, off on GPU; 0: glibc's "
@@ -42,7 +43,7 @@ def _output_dir(cfg: Config) -> None:
         raise ConfigError(f"{cfg.where}: output_dir '{out}' is a file — choose a folder")
     if not cfg.do_train or cfg.overwrite_output_dir or not os.path.isdir(out) or not os.listdir(out):
         return
-    from tunery.train.checkpoints import last_checkpoint, only_crash_leftovers
+    from tunery.utils.checkpoint_dirs import last_checkpoint, only_crash_leftovers
 
     if cfg.resume_from_checkpoint or last_checkpoint(out) or only_crash_leftovers(out):
         return
@@ -88,7 +89,29 @@ def _eval_needs_data(cfg: Config) -> None:
                           f"eval_strategy ({cfg.eval_strategy})")
 
 
-def _predict(cfg: Config) -> None:
+def _step_intervals(cfg) -> None:
+    """save_steps / eval_steps are used when their strategy is steps: then 0 would never save or evaluate."""
+    for option, strategy in (("save_steps", "save_strategy"), ("eval_steps", "eval_strategy")):
+        value = cfg.values[option]
+        if cfg.values[strategy] == "steps" and value is not None and value <= 0:
+            raise ConfigError(f"{cfg.where}: option '{option}' = {value:g} with {strategy} steps: must be greater "
+                              f"than 0 (a step count, or below 1 a fraction of the run's steps) — or set {strategy} "
+                              "epoch or no")
+
+
+# Options that only some stages' training has (config/stages.py: the feature of each)
+_FEATURE_OF = {"debug_data": "workflow", "eval_on_each_dataset": "workflow",
+               "include_effective_tokens_per_second": "train_metrics"}
+
+
+def _stage_support(cfg) -> None:
+    for name, feature in _FEATURE_OF.items():
+        if cfg.values[name] and not uses(cfg.stage, feature):
+            raise ConfigError(f"{cfg.where}: option '{name}' is not supported in stage {cfg.stage} (only "
+                              f"{names_text(stages_using(feature))}) — drop it")
+
+
+def _predict(cfg) -> None:
     if not cfg.do_predict:
         return
     if not uses(cfg.stage, "predict"):
@@ -105,7 +128,7 @@ def _deepspeed(cfg: Config) -> None:
     if isinstance(fsdp_config, str) and not os.path.isfile(fsdp_config):
         raise ConfigError(f"{cfg.where}: fsdp_config file '{fsdp_config}' does not exist — check the path (example: "
                           "examples/accelerate/fsdp_training_config.json)")
-    from tunery.train import cpu_fsdp
+    from tunery.config import cpu_fsdp
 
     if cpu_fsdp.on_cpu(cfg):  # no GPU: FSDP2 through transformers' load-time sharding (train/cpu_fsdp.py)
         cpu_fsdp.check(cfg)
@@ -143,6 +166,8 @@ RULES = [
     Rule(_training_length, frozenset({"train"})),
     Rule(_precision, frozenset({"train"})),
     Rule(_eval_needs_data, frozenset({"train"})),
+    Rule(_step_intervals, frozenset({"train"})),
+    Rule(_stage_support, frozenset({"train"})),
     Rule(_predict, frozenset({"train"})),
     Rule(_deepspeed, frozenset({"train"})),
     Rule(_report_to, frozenset({"train"})),

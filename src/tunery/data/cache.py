@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 
+from ..config.data_options import has_tokenized_data  # noqa: F401 (cache.has_tokenized_data)
 from ..errors import ConfigError, DataError
 from ..utils.logging import get_logger
 
@@ -33,11 +34,6 @@ ENCODING_OPTIONS = (
     "neat_packing", "max_samples", "val_size", "mix_strategy", "interleave_probs", "placeholders", "default_system",
     "enable_thinking", "tool_format", "seed", "preprocessing_batch_size",
 )
-
-
-def has_tokenized_data(path: str | None) -> bool:
-    """A folder that ``save_to_disk`` wrote (by Tunery or LLaMA-Factory)."""
-    return bool(path) and os.path.isfile(os.path.join(os.path.expanduser(path), "dataset_dict.json"))
 
 
 def fingerprint(cfg, tokenizer) -> dict:

@@ -64,6 +64,8 @@ def padding_free_enabled(cfg, model=None) -> bool:
         return False
     if cfg.neftune_noise_alpha:  # NEFTune scales its noise by the row length: keep padded rows
         return False
+    if not cfg.ignore_pad_token_for_loss:  # the padding is to be trained: keep padded rows
+        return False
     if model is None:  # nothing to check: stay padded
         return False
     from tunery.model.packed_attention import keeps_examples_apart
@@ -84,14 +86,16 @@ def build_collator(cfg, tokenizer, pad_to_multiple_of=_FROM_CFG, model=None):
     fa2`` in ``cfg`` does (the only way a run gets flash-attention), and decides an unset ``padding_free``."""
     pad_to = _pad_multiple(cfg) if pad_to_multiple_of is _FROM_CFG else pad_to_multiple_of
     padding_free = padding_free_enabled(cfg, model)
+    # ignore_pad_token_for_loss: false trains the padding too (its labels are the pad token, LLaMA-Factory's rule)
+    label_pad = IGNORE_INDEX if cfg.ignore_pad_token_for_loss else tokenizer.pad_token_id
     if not packing_enabled(cfg) and not padding_free:
         from transformers import DataCollatorForSeq2Seq
 
-        return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, pad_to_multiple_of=pad_to)
+        return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=label_pad, pad_to_multiple_of=pad_to)
     neat = bool(cfg.neat_packing) or padding_free
     flatten = padding_free or (neat and uses_flash_attention(cfg, model))
     return PackedCollator(pad_token_id=tokenizer.pad_token_id, neat=neat, flatten=flatten,
-                          pad_to_multiple_of=None if flatten else pad_to)
+                          pad_to_multiple_of=None if flatten else pad_to, label_pad_token_id=label_pad)
 
 
 @dataclass
@@ -103,6 +107,7 @@ class PackedCollator:
     neat: bool = True
     flatten: bool = False
     pad_to_multiple_of: int | None = None
+    label_pad_token_id: int = IGNORE_INDEX
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
@@ -128,7 +133,7 @@ class PackedCollator:
             n = len(f["input_ids"])
             pad = longest - n
             input_ids.append(list(f["input_ids"]) + [self.pad_token_id] * pad)
-            labels.append(list(f["labels"]) + [IGNORE_INDEX] * pad)
+            labels.append(list(f["labels"]) + [self.label_pad_token_id] * pad)
             # padding as one more "example" (positions 0..pad-1) keeps it out of the real examples' blocks
             position_ids.append(_positions(f) + list(range(pad)))
             attention_mask.append([1] * n + [0] * pad)

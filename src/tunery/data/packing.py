@@ -25,11 +25,7 @@ from collections.abc import Sequence
 
 from ..config.stages import uses
 from ..errors import ConfigError
-from ..utils.logging import get_logger
 from .records import IGNORE_INDEX
-
-logger = get_logger(__name__)
-
 
 
 def packing_enabled(cfg) -> bool:

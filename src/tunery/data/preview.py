@@ -232,20 +232,3 @@ def preview(cfg, stream: TextIO | None = None, color: bool | None = None) -> dic
             _show_record(out, cfg, i, len(loaded.train), record, template, tokenizer)
     print_summary(out, summary)
     return summary
-
-
-def run_preview(argv: list[str]) -> int:
-    from tunery.config import parse_config
-
-    cfg = parse_config("preview", [_alias(a) for a in argv])
-    preview(cfg)
-    return 0
-
-
-_ALIASES = {"--num": "--preview_num", "--format": "--preview_format", "-n": "--preview_num"}
-
-
-def _alias(arg: str) -> str:
-    """``--num``/``--format`` (also ``--num=5``) are the short flags of preview_num / preview_format."""
-    flag, eq, value = arg.partition("=")
-    return _ALIASES[flag] + eq + value if flag in _ALIASES else arg

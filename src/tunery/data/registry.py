@@ -24,7 +24,6 @@ logger = get_logger(__name__)
 DATA_CONFIG = "dataset_info.json"
 ONLINE = "ONLINE"
 FORMATTINGS = ("alpaca", "sharegpt", "openai")
-LOAD_FROM = ("file", "hf_hub", "ms_hub", "om_hub", "script")
 SUPPORTED_EXTS = {"json": "json", "jsonl": "json", "csv": "csv", "parquet": "parquet", "arrow": "arrow", "txt": "text"}
 
 COLUMN_FIELDS = (

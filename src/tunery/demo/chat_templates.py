@@ -84,5 +84,3 @@ QWEN2_5_CHAT_TEMPLATE = r"""{%- if tools %}
     {{- '<|im_start|>assistant\n' }}
 {%- endif %}
 """
-
-CHAT_TEMPLATES = {"llama3": LLAMA3_CHAT_TEMPLATE, "qwen": QWEN2_5_CHAT_TEMPLATE}

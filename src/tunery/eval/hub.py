@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tunery.errors import ConfigError, DataError
 from tunery.eval import BENCHMARKS_DIR
-from tunery.eval.tasks import CHOICES, Question, Subject, parse_mapping
+from tunery.eval.benchmark import CHOICES, Question, Subject, parse_mapping
 
 PROBE_TIMEOUT_S = 5
 

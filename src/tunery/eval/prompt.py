@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tunery.eval.tasks import CHOICES, Question
+from tunery.eval.benchmark import CHOICES, Question
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tunery.eval.tasks import CATEGORIES, CHOICES
+from tunery.eval.benchmark import CATEGORIES, CHOICES
 
 if TYPE_CHECKING:
     from tunery.config.loader import Config

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from tunery.errors import TuneryError
 from tunery.eval.prompt import PromptStyle, build_messages
-from tunery.eval.tasks import CHOICES, Question
+from tunery.eval.benchmark import CHOICES, Question
 from tunery.utils.logging import get_logger
 
 logger = get_logger(__name__)

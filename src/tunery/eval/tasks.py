@@ -14,61 +14,19 @@ an explanation allowed) is recognised, otherwise each row must have exactly thos
 from __future__ import annotations
 
 import csv
-import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunery.errors import ConfigError, DataError, did_you_mean
 from tunery.eval import BENCHMARKS_DIR
+from tunery.eval.benchmark import (CATEGORIES, CHOICES, Benchmark, Question, Subject, TaskRef,  # noqa: F401
+                                   parse_mapping, pretty_name)
 
-CHOICES = ("A", "B", "C", "D")
-CATEGORIES = ("STEM", "Social Sciences", "Humanities", "Other")
 SPLIT_SUFFIX = {"dev": "dev", "validation": "val", "test": "test"}
 _SPLIT_DIRS = {"dev": ("dev",), "validation": ("val", "validation"), "test": ("test",)}
-_CATEGORY_ALIASES = {c.lower(): c for c in CATEGORIES} | {"social science": "Social Sciences"}
 
 # Bundled benchmarks (folders in BENCHMARKS_DIR) and their prompt language.
 BUNDLED = {"tunery_demo": "en", "tunery_demo_zh": "zh"}
-
-
-@dataclass(frozen=True)
-class Question:
-    question: str
-    choices: tuple  # the texts of A, B, C, D
-    answer: str  # "A".."D"
-    where: str  # file:line (or hub id:subject:row)
-
-
-@dataclass
-class Subject:
-    key: str  # file stem, e.g. high_school_physics
-    name: str  # shown in the prompt, e.g. "high school physics" or "高中物理"
-    category: str
-    questions: list = field(default_factory=list)  # the scored split
-    dev: list = field(default_factory=list)  # few-shot examples
-    source: str = ""  # the scored file (or hub id)
-
-
-@dataclass
-class Benchmark:
-    name: str
-    source: str  # folder or hub id
-    split: str
-    lang: str
-    subjects: list  # list[Subject], sorted by key
-
-    @property
-    def size(self) -> int:
-        return sum(len(s.questions) for s in self.subjects)
-
-
-@dataclass(frozen=True)
-class TaskRef:
-    name: str
-    split: str
-    folder: Path | None = None  # a benchmark folder, or
-    hub: str | None = None  # a registered hub benchmark (tunery.eval.hub.HUB key)
 
 
 # ------------------------------------------------------------------------------------------------ finding the task
@@ -208,39 +166,9 @@ def read_mapping(folder: Path, lang: str) -> dict[str, tuple[str, str]]:
     return {}
 
 
-def parse_mapping(path: Path, lang: str = "en") -> dict[str, tuple[str, str]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}:{err.colno}: malformed JSON ({err.msg}) — fix the file") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected an object {{SUBJECT: {{\"name\": ..., \"category\": ...}}}}")
-    mapping = {}
-    for subject, value in data.items():
-        if isinstance(value, dict):
-            name, category = value.get("name") or _pretty(subject), value.get("category") or "Other"
-        elif isinstance(value, list) and value:  # C-Eval: [english name, chinese name, category]
-            name, category = (value[1] if len(value) > 2 and lang == "zh" else value[0]), value[-1]
-        elif isinstance(value, str):
-            name, category = _pretty(subject), value
-        else:
-            raise DataError(f"{path}: subject '{subject}' has an unreadable entry {value!r} — give "
-                            "{\"name\": ..., \"category\": ...}")
-        mapping[subject] = (str(name), normalise_category(str(category)))
-    return mapping
-
-
 def apply_mapping(subjects: list, mapping: dict[str, tuple[str, str]]) -> None:
     for subject in subjects:
-        subject.name, subject.category = mapping.get(subject.key, (_pretty(subject.key), "Other"))
-
-
-def normalise_category(category: str) -> str:
-    return _CATEGORY_ALIASES.get(category.strip().lower(), category.strip())
-
-
-def _pretty(subject: str) -> str:
-    return subject.replace("_", " ")
+        subject.name, subject.category = mapping.get(subject.key, (pretty_name(subject.key), "Other"))
 
 
 def load_folder(ref: TaskRef, n_shot: int) -> list[Subject]:
@@ -253,7 +181,7 @@ def load_folder(ref: TaskRef, n_shot: int) -> list[Subject]:
     dev_files = split_files(folder, "dev") if n_shot > 0 else {}
     subjects = []
     for key, path in files.items():
-        subject = Subject(key, _pretty(key), "Other", read_csv(path), source=str(path))
+        subject = Subject(key, pretty_name(key), "Other", read_csv(path), source=str(path))
         if n_shot > 0:
             if key not in dev_files:
                 raise DataError(f"{folder}: subject '{key}' has no dev split ({key}_dev.csv) for the few-shot "

@@ -252,6 +252,9 @@ def setup_freeze(model, cfg: Config):
 
 def prepare_for_training(model, cfg: Config):
     """Attach the fine-tuning method; return the model ready for the Trainer."""
+    from tunery.model.precision import apply_upcasts
+
+    apply_upcasts(model, cfg)
     asked = cfg.values.get("activation_checkpointing") or cfg.values.get("gradient_checkpointing")
     if not cfg.disable_gradient_checkpointing and asked:
         kwargs = (cfg.values.get("activation_checkpointing_kwargs") or cfg.values.get("gradient_checkpointing_kwargs")

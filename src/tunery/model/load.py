@@ -144,8 +144,14 @@ def load_model(cfg: Config, tokenizer, path: str | None = None, model_class=None
         if cfg.train_from_scratch and cfg.command == "train":
             model = _from_config(model_class, path, cfg, kwargs, moe_coef)
         else:
+            config_keys = list(extra)
             if moe_coef is not None:
                 kwargs.update(router_aux_loss_coef=moe_coef, output_router_logits=cfg.command == "train")
+                config_keys += ["router_aux_loss_coef", "output_router_logits"]
+            if cfg.rope_scaling:
+                from tunery.model.rope import scaled_config
+
+                kwargs["config"] = scaled_config(cfg, path, _hub_kwargs(cfg), {k: kwargs.pop(k) for k in config_keys})
             model = model_class.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
         raise _load_error(what, path, err) from None
@@ -198,6 +204,10 @@ def _from_config(model_class, path, cfg: Config, kwargs, moe_coef):
     for key in ("num_labels",):
         if key in kwargs:
             setattr(config, key, kwargs[key])
+    if cfg.rope_scaling:
+        from tunery.model.rope import apply_rope_scaling
+
+        apply_rope_scaling(config, cfg, path)
     attn = kwargs.get("attn_implementation")
     logger.info("train_from_scratch: %s weights initialised randomly from its config", path)
     return model_class.from_config(config, dtype=kwargs["dtype"], trust_remote_code=cfg.trust_remote_code,

@@ -92,7 +92,7 @@ def find_runs(saves_dir: str) -> list[str]:
 
 
 def run_info(path: str, saves_dir: str | None = None) -> RunInfo:
-    from tunery.train.checkpoints import last_checkpoint
+    from tunery.utils.checkpoint_dirs import last_checkpoint
 
     card = read_card(path)
     log = read_log(path)

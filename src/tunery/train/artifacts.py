@@ -18,7 +18,7 @@ from tunery.train.checkpoints import (
     remove_incomplete,
     step_of,
 )
-from tunery.errors import TuneryError
+from tunery.errors import ConfigError, TuneryError
 from tunery.train.plots import COMPLETIONS_FILE, LOG_FILE, plot_all
 from tunery.utils.logging import get_logger
 
@@ -64,7 +64,12 @@ def training_arguments(cfg: Config):
         cpu_fsdp.training_kwargs(cfg, kwargs)
     if cfg.pure_bf16:
         kwargs["bf16"] = False  # the weights are bf16 already; no autocast on top
-    return Seq2SeqTrainingArguments(**kwargs)
+    try:
+        return Seq2SeqTrainingArguments(**kwargs)
+    except ValueError as err:  # transformers' own checks across its fields (the range checks come before)
+        reason = " ".join(str(err).split())
+        raise ConfigError(f"{cfg.where}: transformers refuses these training options: {reason[:300]} — change the "
+                          "option it names") from None
 
 
 def _clear_run(out: str) -> None:
@@ -156,9 +161,10 @@ def save_final(trainer, cfg: Config, tokenizer, template, train_result) -> None:
         sync_chat_template(tokenizer, template)
         tokenizer.save_pretrained(cfg.output_dir)
     metrics = dict(train_result.metrics)
-    seen = getattr(trainer.state, "num_input_tokens_seen", 0)
-    if seen and metrics.get("train_runtime"):
-        metrics["effective_tokens_per_sec"] = round(seen / metrics["train_runtime"], 2)
+    seen = getattr(trainer.state, "num_input_tokens_seen", 0)  # non-padding tokens, summed over the processes
+    if cfg.include_effective_tokens_per_second and seen and metrics.get("train_runtime"):
+        per_device = seen / metrics["train_runtime"] / max(trainer.args.world_size, 1)  # LLaMA-Factory's: per device
+        metrics["effective_tokens_per_sec"] = round(per_device, 2)
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()

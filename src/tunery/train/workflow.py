@@ -65,7 +65,17 @@ def _evaluation_records(cfg: Config, stage: str):
     return load_records(cfg).eval or []
 
 
-def load_data(cfg: Config, tokenizer, template):
+def _each_eval_dataset(cfg, template, tokenizer) -> dict:
+    """eval_on_each_dataset: {name: its encoded examples} for every eval_dataset (metrics eval_<name>_loss, ...)."""
+    from tunery.data.loader import load_datasets
+
+    return {name: _encode(cfg, load_datasets([name], cfg.dataset_dir, cfg.stage, max_samples=cfg.max_samples,
+                                             seed=cfg.seed, placeholders=cfg.placeholders).train,
+                          template, tokenizer, cfg.stage)
+            for name in cfg.eval_dataset}
+
+
+def load_data(cfg, tokenizer, template):
     """Encoded train/eval examples for the run (eval only when evaluating without training)."""
     from tunery.data.dataset import PreparedData, prepare_datasets
 
@@ -106,6 +116,11 @@ def run_stage(cfg: Config, stage: Stage) -> None:
     session = open_session(cfg, "train")
     tokenizer, template = session.tokenizer, session.template
     data = load_data(cfg, tokenizer, template)
+    evaluation = _each_eval_dataset(cfg, template, tokenizer) if cfg.eval_on_each_dataset else data.eval
+    if cfg.debug_data and cfg.do_train:
+        from tunery.train.debug_data import print_first_example
+
+        print_first_example(data.train, tokenizer)
     to_predict = None
     if cfg.do_predict:
         from tunery.train.metrics import require_metrics
@@ -142,7 +157,7 @@ def run_stage(cfg: Config, stage: Stage) -> None:
         model=model,
         args=args,
         train_dataset=data.train or None,
-        eval_dataset=data.eval or None,
+        eval_dataset=evaluation or None,
         data_collator=stage.collator(cfg, tokenizer, multiple_of, model),
         processing_class=tokenizer,
         callbacks=[LogCallback(cfg.output_dir), interrupt, *option_callbacks(cfg)],
@@ -165,7 +180,7 @@ def run_stage(cfg: Config, stage: Stage) -> None:
                 raise interrupted(interrupt, interrupt.stopped_at,
                                   f"{cfg.output_dir}/checkpoint-{interrupt.stopped_at}")
             save_final(trainer, cfg, tokenizer, template, result)
-    if cfg.do_eval and data.eval:
+    if cfg.do_eval and evaluation:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)

@@ -7,10 +7,10 @@ refresh re-attaches to, and the chat/export tabs reuse `tunery.chat.engine` and 
 from __future__ import annotations
 
 
-def run_webui(argv: list[str]) -> int:
+def run_webui(saves: str | None, initial: dict) -> int:
     from tunery.webui.app import run_webui as run
 
-    return run(argv)
+    return run(saves, initial)
 
 
 def create_app(*args, **kwargs):

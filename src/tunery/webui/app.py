@@ -124,51 +124,10 @@ def create_app(saves_dir: str | None = None, initial: dict | None = None, lang: 
     return demo
 
 
-def parse_argv(argv: list[str]) -> tuple[str | None, dict]:
-    """`tunery webui [CONFIG.yaml] [--saves_dir DIR] [--webui_allowed_paths A,B] [--webui_auth U:P]` → (saves dir,
-    option values: those that prefill the board and the board's own webui_* settings)."""
-    from tunery.config.loader import CONFIG_SUFFIXES, read_config_file
-    from tunery.config.registry import all_options
-
-    options = all_options()
-    own = {o.name for o in options.values() if o.group == "webui"}
-    saves, initial = None, {}
-    rest = list(argv)
-    while rest:
-        arg = rest.pop(0)
-        name, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
-        if name == "saves_dir" or name in own:
-            if not eq:
-                if not rest:
-                    raise TuneryError(f"command line: option '--{name}' needs a value — e.g. --{name} VALUE")
-                value = rest.pop(0)
-            if name == "saves_dir":
-                saves = value
-            else:
-                initial[name] = options[name].coerce(value, "command line")
-        elif arg.endswith(CONFIG_SUFFIXES):
-            initial = {**read_config_file(arg), **initial}
-        else:
-            raise TuneryError(f"command line: unexpected argument '{arg}' — usage: {USAGE}")
-    unknown = [k for k in initial if k not in options]
-    if unknown:
-        raise TuneryError(f"unknown option(s) {', '.join(unknown)} in the config — `tunery train -h` lists them")
-    return saves, initial
-
-
-USAGE = "tunery webui [CONFIG.yaml] [--saves_dir DIR] [--webui_allowed_paths DIR,DIR] [--webui_auth USER:PASSWORD]"
-
-
-def run_webui(argv: list[str]) -> int:
+def run_webui(saves: str | None, initial: dict) -> int:
+    """Start the board: `saves` and `initial` (the option values that prefill it) as `tunery webui` parsed them."""
     from tunery.chat.webchat import launch_options, login_settings
 
-    if any(a in ("-h", "--help") for a in argv):
-        from tunery.cli import COMMANDS
-        from tunery.config.docs import format_help
-
-        print(format_help("webui", COMMANDS["webui"][1]))
-        return 0
-    saves, initial = parse_argv(argv)
     options = launch_options()
     login, warning = login_settings(initial, options)
     demo = create_app(saves, initial)

@@ -12,57 +12,15 @@ from __future__ import annotations
 from .template import BOS, EOS, Template, Token
 
 # LLaMA-Factory names whose template needs images/video/audio support (get_template says so)
-MULTIMODAL_TEMPLATES = frozenset(
-    [
-        "dots_ocr",
-        "ernie_vl",
-        "gemma3n",
-        "gemma4",
-        "gemma4n",
-        "glm4_5v",
-        "glm4v",
-        "glm_ocr",
-        "granite3_vision",
-        "intern_s1",
-        "intern_vl",
-        "keye_vl",
-        "kimi_vl",
-        "lfm2_vl",
-        "llama4",
-        "llava",
-        "llava_next",
-        "llava_next_llama3",
-        "llava_next_mistral",
-        "llava_next_qwen",
-        "llava_next_video",
-        "llava_next_video_mistral",
-        "llava_next_video_yi",
-        "llava_next_yi",
-        "mimo_vl",
-        "minicpm_o",
-        "minicpm_v",
-        "minicpm_v_4_6",
-        "ministral3",
-        "mistral_small",
-        "mllama",
-        "paligemma",
-        "paligemma_chat",
-        "pixtral",
-        "qwen2_audio",
-        "qwen2_omni",
-        "qwen2_vl",
-        "qwen3_5",
-        "qwen3_5_nothink",
-        "qwen3_6",
-        "qwen3_omni",
-        "qwen3_omni_nothink",
-        "qwen3_vl",
-        "qwen3_vl_nothink",
-        "video_llava",
-        "yi_vl",
-        "youtu_vl",
-    ]
-)
+MULTIMODAL_TEMPLATES = frozenset({
+    "dots_ocr", "ernie_vl", "gemma3n", "gemma4", "gemma4n", "glm4_5v", "glm4v", "glm_ocr", "granite3_vision",
+    "intern_s1", "intern_vl", "keye_vl", "kimi_vl", "lfm2_vl", "llama4", "llava", "llava_next", "llava_next_llama3",
+    "llava_next_mistral", "llava_next_qwen", "llava_next_video", "llava_next_video_mistral", "llava_next_video_yi",
+    "llava_next_yi", "mimo_vl", "minicpm_o", "minicpm_v", "minicpm_v_4_6", "ministral3", "mistral_small", "mllama",
+    "paligemma", "paligemma_chat", "pixtral", "qwen2_audio", "qwen2_omni", "qwen2_vl", "qwen3_5", "qwen3_5_nothink",
+    "qwen3_6", "qwen3_omni", "qwen3_omni_nothink", "qwen3_vl", "qwen3_vl_nothink", "video_llava", "yi_vl",
+    "youtu_vl"
+})
 
 # Tunery keeps names earlier LLaMA-Factory versions had (not in 0.9.5): baichuan2
 TUNERY_EXTRAS = frozenset({"baichuan2", "gemma3"})

@@ -389,11 +389,6 @@ class Template:
         if added:
             logger.warning("template %s added %d new token(s) to the tokenizer: resize the embeddings", self.name, added)
 
-    def fix_jinja_template(self, tokenizer) -> None:
-        """Set ``tokenizer.chat_template`` to :meth:`to_jinja` when it has none or the template says to replace it."""
-        if tokenizer.chat_template is None or self.replace_jinja_template:
-            tokenizer.chat_template = self.to_jinja(tokenizer)
-
     def stop_token_ids(self, tokenizer) -> list[int]:
         """eos + the stop words' ids (unique, in that order), for generation."""
         ids = [tokenizer.eos_token_id] + [tokenizer.convert_tokens_to_ids(w) for w in self.stop_words]

@@ -325,11 +325,6 @@ class TokenizerTemplate:
             tokenizer.pad_token = tokenizer.eos_token
         return added
 
-    def fix_jinja_template(self, tokenizer) -> None:
-        self._tok(tokenizer)
-        if self.chat_template:
-            tokenizer.chat_template = self.chat_template
-
     def to_jinja(self, tokenizer=None) -> str:
         return self.jinja(self._tok(tokenizer))
 
