@@ -13,7 +13,7 @@ import secrets
 import socket
 import time
 import uuid
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from tunery.api.protocol import (MAX_BODY_BYTES, MAX_N, ApiError, ChatCompletionRequest, ScoreEvaluationRequest,
                                  check_prompt_size, chunk, completion_body, completion_id, error_body,
@@ -21,6 +21,9 @@ from tunery.api.protocol import (MAX_BODY_BYTES, MAX_N, ApiError, ChatCompletion
 from tunery.chat.stream import ContextLengthError, NotARewardModel
 from tunery.chat.tool_calls import parse_tool_calls
 from tunery.errors import TuneryError
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 
 def create_app(engine, model_name: str, api_key: Optional[str] = None):
@@ -211,7 +214,7 @@ class BodyLimit:
         await JSONResponse(err.body(), status_code=err.status, headers={"Connection": "close"})(scope, receive, send)
 
 
-def default_model_name(cfg) -> str:
+def default_model_name(cfg: "Config") -> str:
     source = (cfg.adapter_name_or_path or [cfg.model_name_or_path])[-1]
     return os.path.basename(os.path.normpath(os.path.expanduser(source))) or "tunery"
 
@@ -234,7 +237,7 @@ def server_address() -> tuple[str, int]:
     return host, port
 
 
-def run_api(cfg) -> int:
+def run_api(cfg: "Config") -> int:
     try:
         import fastapi  # noqa: F401
         import uvicorn

@@ -9,14 +9,17 @@ accepted), `system`, `tools` (a JSON list of tool schemas) and generation overri
 from __future__ import annotations
 
 import threading
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
-from tunery.chat.sampling import GENERATION_KEYS, sampling_params
 from tunery.chat.stream import (ContextLengthError, NotARewardModel, Response, StopTrimmer, Stream,
                                 check_messages)
 from tunery.config.stages import stage_spec
 from tunery.errors import TuneryError
+from tunery.model.generation import GENERATION_KEYS, chat_generate_kwargs, sampling_params  # noqa: F401
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 
@@ -24,13 +27,9 @@ __all__ = ["GENERATION_KEYS", "HuggingFaceEngine", "Response", "Stream", "Contex
            "create_compare_engines", "derive_config"]
 
 
-def derive_config(cfg, **changes):
-    """A copy of `cfg` with some option values changed (e.g. the base model of a comparison)."""
-    from tunery.config.loader import Config
-
-    values = dict(cfg.values)
-    values.update(changes)
-    return Config(cfg.command, values, set(cfg.explicit) | set(changes), cfg.where)
+def derive_config(cfg: Config, **changes) -> Config:
+    """`cfg` with some option values changed (e.g. the base model of a comparison), validated again."""
+    return cfg.replace(**changes)
 
 
 class HuggingFaceEngine:
@@ -39,22 +38,14 @@ class HuggingFaceEngine:
     backend = "huggingface"
     can_generate = True
 
-    def __init__(self, cfg):
-        import torch
-
-        from tunery.data.template_select import resolve_template
-        from tunery.model.adapters import load_adapters
-        from tunery.model.load import load_model, load_tokenizer
+    def __init__(self, cfg: Config):
+        from tunery.model.session import open_session
 
         self.cfg = cfg
-        self.tokenizer = load_tokenizer(cfg)
-        self.template = resolve_template(cfg, self.tokenizer)
-        model = load_model(cfg, self.tokenizer)
-        model = load_adapters(model, cfg, is_trainable=False)
-        if torch.cuda.is_available() and cfg.quantization_bit is None:
-            model = model.to("cuda")
-        self.model = model.eval()
-        self.stop_ids = self.template.stop_token_ids(self.tokenizer)
+        session = open_session(cfg, "infer")
+        self.tokenizer, self.template = session.tokenizer, session.template
+        self.model = session.load_model()  # adapters merged, eval mode, on the GPU when there is one
+        self.stop_ids = session.stop_ids
         self.context_length = _context_length(self.model.config, cfg)
         self.lock = threading.Lock()  # one generation at a time per model
 
@@ -72,23 +63,8 @@ class HuggingFaceEngine:
         return ids
 
     def generation_kwargs(self, prompt_len: int = 0, **overrides) -> dict:
-        params = sampling_params(self.cfg, overrides)
-        room = self.context_length - prompt_len
-        if params.get("max_new_tokens"):
-            params.pop("max_length")
-            params["max_new_tokens"] = max(1, min(params["max_new_tokens"], room))
-        else:
-            params.pop("max_new_tokens", None)
-            params["max_length"] = min(params["max_length"], self.context_length)
-            if params["max_length"] <= prompt_len:
-                params["max_length"] = prompt_len + 1
-        params["eos_token_id"] = self.stop_ids
-        params["pad_token_id"] = self.tokenizer.pad_token_id
-        stops = [s for s in (overrides.get("stop") or []) if s]
-        if stops:
-            params["stop_strings"] = stops
-            params["tokenizer"] = self.tokenizer
-        return params
+        return chat_generate_kwargs(self.cfg, self.tokenizer, self.stop_ids, self.context_length, prompt_len,
+                                    **overrides)
 
     def _inputs(self, ids: list[int]):
         import torch
@@ -218,13 +194,13 @@ def _counting_streamer(tokenizer, **kwargs):
     return CountingStreamer(tokenizer, **kwargs)
 
 
-def _context_length(config, cfg) -> int:
+def _context_length(config, cfg: Config) -> int:
     sizes = [getattr(config, "max_position_embeddings", None), cfg.model_max_length]
     sizes = [s for s in sizes if isinstance(s, int) and s > 0]
     return min(sizes) if sizes else 1 << 20
 
 
-def create_engine(cfg):
+def create_engine(cfg: Config):
     """The engine `cfg` asks for: a reward scorer for a stage that saves a score head (rm), else huggingface
     (default) or vllm."""
     if stage_spec(cfg.stage).saves == "score":
@@ -238,13 +214,13 @@ def create_engine(cfg):
     return HuggingFaceEngine(cfg)
 
 
-def create_compare_engines(cfg):
+def create_compare_engines(cfg: Config):
     """(fine-tuned, base) engines for `compare`: the base is compare_model, else the same model without adapters."""
     tuned = create_engine(cfg)
     if cfg.compare_model:
-        base_cfg = derive_config(cfg, model_name_or_path=cfg.compare_model, adapter_name_or_path=None)
+        base_cfg = derive_config(cfg, model_name_or_path=cfg.compare_model, adapter_name_or_path=None, compare=False)
     elif cfg.adapter_name_or_path:
-        base_cfg = derive_config(cfg, adapter_name_or_path=None)
+        base_cfg = derive_config(cfg, adapter_name_or_path=None, compare=False)  # the base alone: no comparison
     else:
         raise TuneryError("compare needs two different models — give adapter_name_or_path or compare_model")
     return tuned, create_engine(base_cfg)

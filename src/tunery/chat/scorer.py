@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 import os
 import threading
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from tunery.chat.stream import ContextLengthError
 from tunery.errors import TuneryError
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 
@@ -64,16 +67,16 @@ class RewardEngine:
     backend = "huggingface"
     can_generate = False
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: Config):
         import torch
 
-        from tunery.data.template_select import resolve_template
         from tunery.model.adapters import load_adapters
-        from tunery.model.load import load_model, load_tokenizer
+        from tunery.model.load import load_model
+        from tunery.model.session import open_session
 
         self.cfg = cfg
-        self.tokenizer = load_tokenizer(cfg)
-        self.template = resolve_template(cfg, self.tokenizer)
+        session = open_session(cfg, "score")  # the head is picked below: a classifier's own, or a value head
+        self.tokenizer, self.template = session.tokenizer, session.template
         adapters = list(cfg.adapter_name_or_path or [])
         self.head = None
         if _is_sequence_classifier(cfg.model_name_or_path) or (adapters and _is_classifier_adapter(adapters[-1])):

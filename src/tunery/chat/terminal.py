@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import shutil
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 HELP = "Type a message; `clear` resets the history, `/system TEXT` sets the system prompt, `exit` quits."
 
@@ -80,7 +84,7 @@ def _side_by_side(pairs, system, width: int):
     return streams
 
 
-def run_chat(cfg) -> int:
+def run_chat(cfg: Config) -> int:
     from tunery.chat.engine import create_compare_engines, create_engine
 
     if cfg.compare:

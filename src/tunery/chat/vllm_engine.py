@@ -12,10 +12,13 @@ import itertools
 import os
 import queue
 import threading
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from tunery.chat.stream import ContextLengthError, NotARewardModel, Response, Stream, check_messages
 from tunery.errors import TuneryError
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 _DONE = object()
 
@@ -36,10 +39,9 @@ class VllmEngine:
     backend = "vllm"
     can_generate = True
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: Config):
         AsyncEngineArgs, AsyncLLMEngine, SamplingParams, LoRARequest = _import_vllm()
-        from tunery.data.template_select import resolve_template
-        from tunery.model.load import load_tokenizer
+        from tunery.model.session import open_session
 
         adapters = list(cfg.adapter_name_or_path or [])
         if len(adapters) > 1:
@@ -50,9 +52,9 @@ class VllmEngine:
                               "infer_backend: huggingface")
         self.cfg = cfg
         self.SamplingParams = SamplingParams
-        self.tokenizer = load_tokenizer(cfg)
-        self.template = resolve_template(cfg, self.tokenizer)
-        self.stop_ids = self.template.stop_token_ids(self.tokenizer)
+        session = open_session(cfg, "infer")  # tokenizer and template; vLLM loads the weights itself
+        self.tokenizer, self.template = session.tokenizer, session.template
+        self.stop_ids = session.stop_ids
         self.context_length = cfg.vllm_maxlen
         engine_args = {
             "model": os.path.expanduser(cfg.model_name_or_path),
@@ -90,23 +92,10 @@ class VllmEngine:
         return ids
 
     def _params(self, prompt_len: int, n: int, overrides: dict):
-        from tunery.chat.sampling import sampling_params
+        from tunery.model.generation import vllm_sampling
 
-        p = sampling_params(self.cfg, overrides)
-        max_new = p.get("max_new_tokens") or max(1, p["max_length"] - prompt_len)
-        max_new = max(1, min(max_new, self.context_length - prompt_len))
-        sampled = p["do_sample"]
-        return self.SamplingParams(
-            n=n,
-            temperature=p["temperature"] if sampled else 0.0,
-            top_p=p["top_p"] if sampled else 1.0,
-            top_k=(p["top_k"] or -1) if sampled else -1,
-            repetition_penalty=p["repetition_penalty"] or 1.0,
-            max_tokens=max_new,
-            stop=[s for s in (overrides.get("stop") or []) if s] or None,
-            stop_token_ids=self.stop_ids,
-            skip_special_tokens=self.cfg.skip_special_tokens,
-        )
+        return vllm_sampling(self.cfg, self.SamplingParams, self.stop_ids, self.context_length, prompt_len, n,
+                             overrides)
 
     async def _generate(self, ids: list[int], params, request_id: str):
         final = None

@@ -8,9 +8,12 @@ base model answer side by side. Binds 127.0.0.1 unless GRADIO_SERVER_NAME says o
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from tunery.errors import TuneryError
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 _TRUE = ("1", "true", "yes", "on")
 FOOTER = ["gradio", "settings"]  # no "api" link: the board's handlers are not a public API
@@ -54,7 +57,7 @@ def stream_replies(engines: list, labels: list[str], system_text, max_new_tokens
         yield (*histories, " · ".join(speeds))
 
 
-def build_demo(engines: list, labels: list[str], cfg, title: Optional[str] = None):
+def build_demo(engines: list, labels: list[str], cfg: Config, title: Optional[str] = None):
     """The Gradio Blocks app: one chat column per engine (two in compare mode)."""
     import gradio as gr
 
@@ -147,7 +150,7 @@ def login_settings(initial: dict, options: dict) -> tuple[dict, str | None]:
     return login, exposure_warning(options, auth)
 
 
-def create_demo(cfg):
+def create_demo(cfg: Config):
     """Load the engine(s) `cfg` asks for (two with compare) and build the app."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
@@ -166,7 +169,7 @@ def create_demo(cfg):
     return build_demo(engines, labels, cfg)
 
 
-def run_webchat(cfg) -> int:
+def run_webchat(cfg: Config) -> int:
     options = launch_options()
     login, warning = login_settings({"webui_auth": cfg.webui_auth}, options)
     demo = create_demo(cfg)

@@ -16,7 +16,7 @@ _GPU_TUNING = {"version", "backward_prefetch", "forward_prefetch", "use_orig_par
 
 
 def fsdp_requested(cfg) -> bool:
-    value = getattr(cfg, "fsdp", None)
+    value = cfg.fsdp
     return bool(value) and str(value).strip().lower() not in ("", "false", "0", "no", "none", "[]")
 
 
@@ -88,7 +88,7 @@ def check(cfg) -> None:
         raise ConfigError(f"{where}: stage {cfg.stage} with fsdp needs GPUs (FSDP2 on CPU runs stage "
                           f"{names_text(stages_using('cpu_fsdp'))}) — drop fsdp/fsdp_config: several CPU processes "
                           "still train data parallel")
-    if getattr(cfg, "quantization_bit", None):
+    if cfg.quantization_bit:
         raise ConfigError(f"{where}: QLoRA with fsdp needs GPUs — drop quantization_bit or fsdp")
     if planned_world_size() < 2:
         raise ConfigError(f"{where}: fsdp shards the model across processes and this run has one — start several "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from tunery.config.option import Option, Rule, non_negative, positive
 from tunery.config.stages import STAGES, names_text, stage_spec, stages_using, uses
@@ -10,6 +11,9 @@ from tunery.errors import ConfigError
 from tunery.utils.logging import get_logger
 
 logger = get_logger(__name__)
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 G = "data"
 
@@ -94,18 +98,18 @@ def _needs_dataset(cfg) -> None:
                           f"{os.path.join(cfg.dataset_dir, 'dataset_info.json')}")
 
 
-def _interleave(cfg) -> None:
+def _interleave(cfg: Config) -> None:
     if cfg.interleave_probs and cfg.dataset and len(cfg.interleave_probs) != len(cfg.dataset):
         raise ConfigError(f"{cfg.where}: option 'interleave_probs' has {len(cfg.interleave_probs)} values for "
                           f"{len(cfg.dataset)} datasets — give one probability per dataset")
 
 
-def _val_and_eval(cfg) -> None:
+def _val_and_eval(cfg: Config) -> None:
     if cfg.val_size and cfg.eval_dataset:
         raise ConfigError(f"{cfg.where}: options 'val_size' and 'eval_dataset' both set — use one of them")
 
 
-def _preview_dataset(cfg) -> None:
+def _preview_dataset(cfg: Config) -> None:
     if not cfg.dataset:
         raise ConfigError(f"{cfg.where}: option 'dataset' is required for preview — name one or more entries of "
                           f"{os.path.join(cfg.dataset_dir, 'dataset_info.json')}")
@@ -129,14 +133,14 @@ def _each_eval_dataset(cfg) -> None:
                           "which is not set — name them in eval_dataset, or drop eval_on_each_dataset")
 
 
-def check_packing_options(cfg) -> None:  # also data/dataset.py and preview.py
+def check_packing_options(cfg: Config) -> None:  # once, as the rule _packing
     """Refuse neat_packing outside the stages that pack rows (sft, as LLaMA-Factory does); warn that packing does
     nothing in a stage that neither packs rows nor concatenates texts into blocks (pt)."""
     rows = names_text(stages_using("packed_rows"))
     if cfg.neat_packing and not uses(cfg.stage, "packed_rows"):
         raise ConfigError(f"{cfg.where}: option 'neat_packing' works with stage {rows} only (got stage {cfg.stage}) "
                           "— remove neat_packing")
-    if getattr(cfg, "padding_free", False):
+    if cfg.padding_free:
         if not uses(cfg.stage, "packed_rows"):
             raise ConfigError(f"{cfg.where}: option 'padding_free' works with stage {rows} only (got stage "
                               f"{cfg.stage}) — remove padding_free")

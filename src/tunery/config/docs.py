@@ -1,4 +1,5 @@
-"""Help text and the options reference (docs/options.md), both generated from the option declarations."""
+"""Help text and the options reference (docs/options.md), both generated from the option declarations; running this
+module also rewrites config/fields.py (the typed view of a Config, config/typed.py)."""
 
 from __future__ import annotations
 
@@ -57,5 +58,8 @@ def options_markdown() -> str:
 
 
 if __name__ == "__main__":
+    from tunery.config.typed import write_fields
+
     DOCS_PATH.write_text(options_markdown(), encoding="utf-8")
     print(f"wrote {DOCS_PATH}", file=sys.stderr)
+    print(f"wrote {write_fields()}", file=sys.stderr)  # the typed view of a Config, from the same declarations

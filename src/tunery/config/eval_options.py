@@ -4,9 +4,13 @@ names plus `compare`, `backend` and `tasks`. The seed is transformers' `seed` op
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from tunery.config.option import Option, Rule, non_negative, positive
 from tunery.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 G = "eval"
 
@@ -37,19 +41,19 @@ OPTIONS = [
 ]
 
 
-def _task_given(cfg) -> None:
+def _task_given(cfg: Config) -> None:
     if cfg.backend == "native" and not cfg.task:
         raise ConfigError(f"{cfg.where}: option 'task' is required — give a benchmark folder or a registered name "
                           "(e.g. --task tunery_demo, the bundled demo benchmark)")
 
 
-def _compare_needs_adapter(cfg) -> None:
+def _compare_needs_adapter(cfg: Config) -> None:
     if cfg.compare and not cfg.adapter_name_or_path:
         raise ConfigError(f"{cfg.where}: option 'compare' scores the model with and without its adapter — give "
                           "adapter_name_or_path (the training output_dir)")
 
 
-def _lm_eval_options(cfg) -> None:
+def _lm_eval_options(cfg: Config) -> None:
     if cfg.backend != "lm_eval":
         if cfg.tasks:
             raise ConfigError(f"{cfg.where}: option 'tasks' is for backend: lm_eval — use 'task' with the native "

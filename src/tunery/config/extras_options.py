@@ -5,10 +5,14 @@ new tokens and their initialisation, MoE router loss, training from scratch, ear
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from tunery.config.option import Option, Rule, non_negative, positive, probability
 from tunery.config.stages import stages_using, uses
 from tunery.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 M = "method"
 O = "method: oft"
@@ -94,8 +98,8 @@ OPTIONS = [
 ]
 
 
-def _sft_losses(cfg) -> None:
-    chosen = [name for name in SFT_LOSSES if getattr(cfg, name)]
+def _sft_losses(cfg: Config) -> None:
+    chosen = [name for name in SFT_LOSSES if cfg.values[name]]
     if not chosen:
         return
     if len(chosen) > 1:
@@ -105,7 +109,7 @@ def _sft_losses(cfg) -> None:
                           f"stage: {stages_using('sft_loss')[0]} or drop {chosen[0]}")
 
 
-def _llama_pro(cfg) -> None:
+def _llama_pro(cfg: Config) -> None:
     if not cfg.use_llama_pro:
         return
     if cfg.finetuning_type not in ("freeze", "lora"):
@@ -116,7 +120,7 @@ def _llama_pro(cfg) -> None:
                           f"blocks), got {cfg.freeze_trainable_layers}")
 
 
-def _oft(cfg) -> None:
+def _oft(cfg: Config) -> None:
     if cfg.finetuning_type != "oft":
         return
     if bool(cfg.oft_rank) == bool(cfg.oft_block_size):
@@ -124,7 +128,7 @@ def _oft(cfg) -> None:
                           f"{cfg.oft_rank}, oft_block_size {cfg.oft_block_size}) — set the other to 0")
 
 
-def _pissa(cfg) -> None:
+def _pissa(cfg: Config) -> None:
     if cfg.pissa_convert and not cfg.pissa_init:
         raise ConfigError(f"{cfg.where}: pissa_convert converts a PiSSA adapter — set pissa_init: true as well")
     if cfg.pissa_init and cfg.finetuning_type != "lora":
@@ -132,7 +136,7 @@ def _pissa(cfg) -> None:
                           f"(got {cfg.finetuning_type})")
 
 
-def _early_stopping(cfg) -> None:
+def _early_stopping(cfg: Config) -> None:
     if cfg.early_stopping_steps is None:
         return
     if cfg.eval_strategy in (None, "no"):
@@ -143,12 +147,12 @@ def _early_stopping(cfg) -> None:
                           "(e.g. eval_loss) or load_best_model_at_end: true")
 
 
-def _quantized_models(cfg) -> None:
+def _quantized_models(cfg: Config) -> None:
     if cfg.quantization_device_map and cfg.quantization_bit is None:
         raise ConfigError(f"{cfg.where}: quantization_device_map places a quantized model — set quantization_bit too "
                           "or drop quantization_device_map")
     for name in ("ref_model_quantization_bit", "reward_model_quantization_bit"):
-        if getattr(cfg, name) is None:
+        if cfg.values[name] is None:
             continue
         from tunery.utils.device import cuda_available
 
@@ -157,7 +161,7 @@ def _quantized_models(cfg) -> None:
                               f"— drop {name} to keep that model in full precision")
 
 
-def _new_tokens(cfg) -> None:
+def _new_tokens(cfg: Config) -> None:
     if cfg.init_special_tokens.startswith("desc_init") and not cfg.new_special_tokens_config:
         raise ConfigError(f"{cfg.where}: init_special_tokens {cfg.init_special_tokens} initialises tokens from their "
                           "descriptions — give new_special_tokens_config (a YAML file '<tok>': 'description')")

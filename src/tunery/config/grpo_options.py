@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from typing import TYPE_CHECKING
 
 from tunery.config.option import Option, Rule, non_negative, positive
 from tunery.config.stages import names_text, stages_using, uses
 from tunery.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 R = "method: rlhf"
 
@@ -90,7 +94,7 @@ GRPO_ONLY = ("reward_funcs", "reward_weights", "num_generations", "max_completio
              "importance_sampling_level", "use_vllm", "format_pattern", "length_target")
 
 
-def _grpo(cfg) -> None:
+def _grpo(cfg: Config) -> None:
     where = cfg.where
     if not uses(cfg.stage, "reward_funcs"):
         given = [n for n in GRPO_ONLY if n in cfg.explicit]

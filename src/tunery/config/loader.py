@@ -1,10 +1,16 @@
-"""Read options from a YAML/JSON file, `--flag value` pairs and `key=value` overrides into a validated Config."""
+"""Read options from a YAML/JSON file, `--flag value` pairs and `key=value` overrides into a validated Config.
+
+A Config is frozen once validated: writing an option raises; :meth:`Config.replace` is the one way to derive another
+(validated again). Values a run derives (e.g. "the tokenizer gained tokens") live in the objects that derive them.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Iterable
 
+from tunery.config.fields import ConfigFields
 from tunery.config.registry import all_options, all_rules
 from tunery.errors import ConfigError, did_you_mean
 from tunery.utils.logging import get_logger
@@ -14,16 +20,28 @@ logger = get_logger(__name__)
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-class Config:
-    """Validated option values for one command. Attribute access by option name."""
+class FrozenConfigError(AttributeError):
+    """An option was written into a validated Config."""
+
+
+class Config(ConfigFields):
+    """Validated option values for one command, frozen. Attribute access by option name (typed in
+    config/fields.py, generated from the declarations)."""
+
+    command: str  # the tunery command the options are for (train, chat, export, ...)
+    values: dict[str, Any]  # every option's value (defaults included); read it, never write it
+    explicit: frozenset[str]  # the options the user set
+    where: str  # the files and/or "command line" the options came from, for messages
+    sources: dict[str, str]  # option -> the file or "command line" its value came from
+    env: dict[str, str]  # environment variables the run sets (e.g. from logging_dir)
 
     def __init__(self, command: str, values: dict[str, Any], explicit: set[str], where: str,
                  sources: dict[str, str] | None = None, env: dict[str, str] | None = None):
-        self.__dict__["env"] = dict(env or {})  # environment variables the run sets (e.g. from logging_dir)
+        self.__dict__["env"] = dict(env or {})
         self.__dict__["command"] = command
-        self.__dict__["sources"] = dict(sources or {})  # option -> the file or "command line" its value came from
-        self.__dict__["values"] = values
-        self.__dict__["explicit"] = explicit
+        self.__dict__["sources"] = dict(sources or {})
+        self.__dict__["values"] = dict(values)
+        self.__dict__["explicit"] = frozenset(explicit)
         self.__dict__["where"] = where
 
     def __getattr__(self, name: str) -> Any:
@@ -33,9 +51,43 @@ class Config:
             raise AttributeError(name) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name not in self.values:
-            raise AttributeError(f"unknown option {name}")
-        self.values[name] = value
+        raise FrozenConfigError(f"the config is frozen: option '{name}' cannot be set — derive another with "
+                                f"cfg.replace({name}=...)")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenConfigError(f"the config is frozen: option '{name}' cannot be removed")
+
+    def __reduce__(self):
+        return (Config, (self.command, self.values, set(self.explicit), self.where, self.sources, self.env))
+
+    def replace(self, *, unset: Iterable[str] = (), **changes: Any) -> "Config":
+        """A new Config with ``changes`` applied (and the options in ``unset`` back to their defaults, no longer
+        explicit), validated as a loaded one is: each changed value by its declaration, then every cross-field rule
+        of the command. This Config is not changed. Warnings the rules give are not repeated (they were given for
+        this one)."""
+        options = all_options()
+        values, explicit, sources = dict(self.values), set(self.explicit), dict(self.sources)
+        source = "derived"
+        for name in unset:
+            if name not in options:
+                raise ConfigError(f"{source}: unknown option '{name}'{did_you_mean(name, options)}")
+            default = options[name].default
+            values[name] = list(default) if isinstance(default, list) else default
+            explicit.discard(name)
+            sources.pop(name, None)
+        for name, value in changes.items():
+            opt = options.get(name)
+            if opt is None:
+                raise ConfigError(f"{source}: unknown option '{name}'{did_you_mean(name, options)}")
+            if isinstance(value, str) and opt.kind != "str":
+                value = opt.coerce(value, source)
+            opt.validate(value, f"{self.where} ({source})")
+            values[name] = value
+            explicit.add(name)
+            sources[name] = source
+        cfg = Config(self.command, values, explicit, self.where, sources, self.env)
+        _run_rules(cfg, quiet=True)
+        return cfg
 
     def hf_training_kwargs(self) -> dict[str, Any]:
         """The transformers TrainingArguments values the user set (transformers' own defaults fill the rest)."""
@@ -145,7 +197,19 @@ def build_config(command: str, raw: list[tuple[str, Any, str]], where: str) -> C
     if command == "train" and not explicit & {"do_train", "do_eval", "do_predict"}:
         values["do_train"] = True  # `tunery train` trains unless told to only evaluate or predict
     cfg = Config(command, values, explicit, where, sources, env)
-    for rule in all_rules():
-        if command in rule.commands:
-            rule.func(cfg)
+    _run_rules(cfg)
     return cfg
+
+
+def _run_rules(cfg: Config, quiet: bool = False) -> None:
+    """Every cross-field rule of the config's command; ``quiet``: without their warnings (a derived config)."""
+    log = logging.getLogger("tunery")
+    level = log.level
+    if quiet:
+        log.setLevel(logging.ERROR)
+    try:
+        for rule in all_rules():
+            if cfg.command in rule.commands:
+                rule.func(cfg)
+    finally:
+        log.setLevel(level)

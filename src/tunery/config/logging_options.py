@@ -4,9 +4,13 @@ report_to (tensorboard, wandb, mlflow, …). SwanLab is an optional extra: pip i
 from __future__ import annotations
 
 import importlib.util
+from typing import TYPE_CHECKING
 
 from tunery.config.option import Option, Rule
 from tunery.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 G = "logging"
 
@@ -27,7 +31,7 @@ OPTIONS = [
 ]
 
 
-def _swanlab(cfg) -> None:
+def _swanlab(cfg: Config) -> None:
     if not cfg.use_swanlab:
         return
     if importlib.util.find_spec("swanlab") is None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from tunery.config.option import Option, Rule, non_negative, positive, probability
 from tunery.config.stages import STAGES as STAGE_TABLE, names_text, stages_using, uses
 from tunery.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 G = "method"
 L = "method: lora"
@@ -94,7 +98,7 @@ OPTIONS = [
 ]
 
 
-def _lora_only(cfg) -> None:
+def _lora_only(cfg: Config) -> None:
     if cfg.finetuning_type not in ADAPTER_TYPES and cfg.adapter_name_or_path and cfg.command == "train":
         raise ConfigError(f"{cfg.where}: option 'adapter_name_or_path' needs finetuning_type: lora or oft "
                           f"(got {cfg.finetuning_type})")
@@ -103,7 +107,7 @@ def _lora_only(cfg) -> None:
                           f"finetuning_type: lora (got {cfg.finetuning_type}) or drop quantization_bit")
 
 
-def _unused_method_options(cfg) -> None:
+def _unused_method_options(cfg: Config) -> None:
     """LoRA options with full/freeze (or freeze options with lora/full) change nothing: say so, naming them."""
     from tunery.utils.logging import get_logger
 
@@ -122,7 +126,7 @@ def _is_dir_with(path: str, name: str) -> bool:
     return os.path.isfile(os.path.join(os.path.expanduser(path), name))
 
 
-def _ppo_reward(cfg) -> None:
+def _ppo_reward(cfg: Config) -> None:
     if not uses(cfg.stage, "reward_model") and not (uses(cfg.stage, "reward_funcs")
                                                     and "reward_model" in (cfg.reward_funcs or [])):
         return
@@ -145,7 +149,7 @@ def _ppo_reward(cfg) -> None:
                           "stage rm run with finetuning_type full or freeze")
 
 
-def _pref_loss_stage(cfg) -> None:
+def _pref_loss_stage(cfg: Config) -> None:
     if cfg.pref_loss != "sigmoid" and "pref_loss" in cfg.explicit and not uses(cfg.stage, "pref_loss"):
         raise ConfigError(f"{cfg.where}: option 'pref_loss' ({cfg.pref_loss}) is used by stage "
                           f"{names_text(stages_using('pref_loss'))} only (stage is "

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING
 
 from tunery.config.option import Option, Rule, positive
 from tunery.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 G = "model"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -85,13 +89,13 @@ OPTIONS = [
 ]
 
 
-def _require_model(cfg) -> None:
+def _require_model(cfg: Config) -> None:
     if not cfg.model_name_or_path:
         raise ConfigError(f"{cfg.where}: option 'model_name_or_path' is required — give a model folder or hub id "
                           "(e.g. build the tiny demo model with `tunery demo`)")
 
 
-def _quantization_needs_gpu(cfg) -> None:
+def _quantization_needs_gpu(cfg: Config) -> None:
     if cfg.quantization_bit is None:
         return
     from tunery.utils.device import cuda_available

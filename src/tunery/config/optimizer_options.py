@@ -6,9 +6,13 @@ adafactor)."""
 from __future__ import annotations
 
 import importlib.util
+from typing import TYPE_CHECKING
 
 from tunery.config.option import Option, Rule, positive
 from tunery.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 G = "optimizer"
 
@@ -87,8 +91,8 @@ OPTIONS = [
 _CHOICES = ("use_galore", "use_apollo", "use_badam", "use_adam_mini", "use_muon")
 
 
-def _one_optimizer(cfg) -> None:
-    chosen = [name for name in _CHOICES if getattr(cfg, name)]
+def _one_optimizer(cfg: Config) -> None:
+    chosen = [name for name in _CHOICES if cfg.values[name]]
     if not chosen:
         return
     if len(chosen) > 1:

@@ -7,10 +7,14 @@ GRADIO_SERVER_NAME, GRADIO_SERVER_PORT, GRADIO_SHARE); these options cover what 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from tunery.config.model_options import _model_path
 from tunery.config.option import Option, Rule, positive, probability
 from tunery.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 INF = "inference"
 E = "export"
@@ -59,7 +63,7 @@ OPTIONS = [
 ]
 
 
-def _compare_has_two_models(cfg) -> None:
+def _compare_has_two_models(cfg: Config) -> None:
     if cfg.compare and not cfg.adapter_name_or_path and not cfg.compare_model:
         raise ConfigError(f"{cfg.where}: option 'compare' needs two different models — give the fine-tuned adapter "
                           "(adapter_name_or_path) or the base model to compare with (compare_model)")
@@ -69,7 +73,7 @@ def _same_path(a: str, b: str) -> bool:
     return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
 
 
-def _export_target(cfg) -> None:
+def _export_target(cfg: Config) -> None:
     if not cfg.export_dir:
         raise ConfigError(f"{cfg.where}: option 'export_dir' is required — the folder the merged model is written to")
     sources = [cfg.model_name_or_path] + list(cfg.adapter_name_or_path or [])

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from tunery.config.option import Option, Rule
 from tunery.config.stages import names_text, stages_using, uses
 from tunery.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 G = "output"
 
@@ -31,7 +35,7 @@ OPTIONS = [
 ]
 
 
-def _output_dir(cfg) -> None:
+def _output_dir(cfg: Config) -> None:
     if not cfg.output_dir:
         raise ConfigError(f"{cfg.where}: option 'output_dir' is required — e.g. saves/llama3/lora/sft")
     out = cfg.output_dir
@@ -47,7 +51,7 @@ def _output_dir(cfg) -> None:
                       "pass --overwrite_output_dir to replace it, or choose another output_dir")
 
 
-def _training_length(cfg) -> None:
+def _training_length(cfg: Config) -> None:
     """transformers trains one step for max_steps 0 and saves an untrained model for num_train_epochs 0."""
     if not cfg.do_train:
         return
@@ -60,7 +64,7 @@ def _training_length(cfg) -> None:
                           "— give a positive number of epochs (e.g. 3.0) or max_steps")
 
 
-def _precision(cfg) -> None:
+def _precision(cfg: Config) -> None:
     from tunery.utils import device
 
     if cfg.fp16 and not device.fp16_supported():
@@ -74,7 +78,7 @@ def _precision(cfg) -> None:
         raise ConfigError(f"{cfg.where}: options 'fp16' and 'bf16' are both set — choose one")
 
 
-def _eval_needs_data(cfg) -> None:
+def _eval_needs_data(cfg: Config) -> None:
     if cfg.eval_strategy not in (None, "no") and not (cfg.val_size or cfg.eval_dataset):
         raise ConfigError(f"{cfg.where}: eval_strategy '{cfg.eval_strategy}' needs evaluation data — set val_size "
                           "(e.g. 0.1) or eval_dataset")
@@ -88,8 +92,8 @@ def _eval_needs_data(cfg) -> None:
 def _step_intervals(cfg) -> None:
     """save_steps / eval_steps are used when their strategy is steps: then 0 would never save or evaluate."""
     for option, strategy in (("save_steps", "save_strategy"), ("eval_steps", "eval_strategy")):
-        value = getattr(cfg, option)
-        if getattr(cfg, strategy) == "steps" and value is not None and value <= 0:
+        value = cfg.values[option]
+        if cfg.values[strategy] == "steps" and value is not None and value <= 0:
             raise ConfigError(f"{cfg.where}: option '{option}' = {value:g} with {strategy} steps: must be greater "
                               f"than 0 (a step count, or below 1 a fraction of the run's steps) — or set {strategy} "
                               "epoch or no")
@@ -102,7 +106,7 @@ _FEATURE_OF = {"debug_data": "workflow", "eval_on_each_dataset": "workflow",
 
 def _stage_support(cfg) -> None:
     for name, feature in _FEATURE_OF.items():
-        if getattr(cfg, name) and not uses(cfg.stage, feature):
+        if cfg.values[name] and not uses(cfg.stage, feature):
             raise ConfigError(f"{cfg.where}: option '{name}' is not supported in stage {cfg.stage} (only "
                               f"{names_text(stages_using(feature))}) — drop it")
 
@@ -119,7 +123,7 @@ def _predict(cfg) -> None:
                           "eval_dataset: identity) or val_size with dataset")
 
 
-def _deepspeed(cfg) -> None:
+def _deepspeed(cfg: Config) -> None:
     fsdp_config = cfg.fsdp_config
     if isinstance(fsdp_config, str) and not os.path.isfile(fsdp_config):
         raise ConfigError(f"{cfg.where}: fsdp_config file '{fsdp_config}' does not exist — check the path (example: "
@@ -146,7 +150,7 @@ _REPORTERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",
               "swanlab": ("swanlab",), "trackio": ("trackio",), "comet_ml": ("comet_ml",), "clearml": ("clearml",)}
 
 
-def _report_to(cfg) -> None:
+def _report_to(cfg: Config) -> None:
     import importlib.util
 
     names = [cfg.report_to] if isinstance(cfg.report_to, str) else (cfg.report_to or [])

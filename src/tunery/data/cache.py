@@ -40,7 +40,7 @@ def fingerprint(cfg, tokenizer) -> dict:
     """The encoding options of this run, JSON-ready, plus the tokenizer's identity (path and vocabulary size)."""
     options = {}
     for name in ENCODING_OPTIONS:
-        value = getattr(cfg, name, None)
+        value = cfg.values[name]
         options[name] = list(value) if isinstance(value, tuple) else value
     if not cfg.val_size and cfg.mix_strategy == "concat":
         options.pop("seed")  # the seed shapes the data only through the val split and interleaving

@@ -35,7 +35,7 @@ FLASH_PREFIXES = ("flash_attention", "kernels-community/flash", "kernels-communi
 
 
 def _pad_multiple(cfg) -> int | None:
-    return 8 if (getattr(cfg, "fp16", False) or getattr(cfg, "bf16", False) or getattr(cfg, "pure_bf16", False)) \
+    return 8 if (cfg.fp16 or cfg.bf16 or cfg.pure_bf16) \
         else None
 
 
@@ -44,7 +44,7 @@ def uses_flash_attention(cfg=None, model=None) -> bool:
     config = getattr(model, "config", None)
     impl = getattr(config, "_attn_implementation", None) if config is not None else None
     if impl is None and cfg is not None:
-        impl = "flash_attention_2" if getattr(cfg, "flash_attn", None) == "fa2" else None
+        impl = "flash_attention_2" if cfg.flash_attn == "fa2" else None
     return bool(impl) and str(impl).startswith(FLASH_PREFIXES)
 
 
@@ -56,15 +56,15 @@ def padding_free_enabled(cfg, model=None) -> bool:
     flattened examples apart (:mod:`tunery.model.packed_attention`), except under DeepSpeed/FSDP, whose sharded
     weights cannot run that check before training, with plain packing (rows already full, examples not apart) and
     with NEFTune (its noise is scaled by the row's length, which would become the whole batch's)."""
-    setting = getattr(cfg, "padding_free", False)
+    setting = cfg.padding_free
     if setting is not None:
         return bool(setting)
     if not uses(cfg.stage, "packed_rows") or (packing_enabled(cfg) and not cfg.neat_packing) or cfg.deepspeed \
             or cfg.fsdp:
         return False
-    if getattr(cfg, "neftune_noise_alpha", None):  # NEFTune scales its noise by the row length: keep padded rows
+    if cfg.neftune_noise_alpha:  # NEFTune scales its noise by the row length: keep padded rows
         return False
-    if not getattr(cfg, "ignore_pad_token_for_loss", True):  # the padding is to be trained: keep padded rows
+    if not cfg.ignore_pad_token_for_loss:  # the padding is to be trained: keep padded rows
         return False
     if model is None:  # nothing to check: stay padded
         return False
@@ -87,7 +87,7 @@ def build_collator(cfg, tokenizer, pad_to_multiple_of=_FROM_CFG, model=None):
     pad_to = _pad_multiple(cfg) if pad_to_multiple_of is _FROM_CFG else pad_to_multiple_of
     padding_free = padding_free_enabled(cfg, model)
     # ignore_pad_token_for_loss: false trains the padding too (its labels are the pad token, LLaMA-Factory's rule)
-    label_pad = IGNORE_INDEX if getattr(cfg, "ignore_pad_token_for_loss", True) else tokenizer.pad_token_id
+    label_pad = IGNORE_INDEX if cfg.ignore_pad_token_for_loss else tokenizer.pad_token_id
     if not packing_enabled(cfg) and not padding_free:
         from transformers import DataCollatorForSeq2Seq
 

@@ -189,24 +189,25 @@ def nothing_left_error(cfg, loaded_count: int, dropped: dict[str, int], split: s
                      f"loaded, all dropped ({listed}) — {fix}; `tunery preview` shows the records")
 
 
-def _encode_split(cfg, records, template, tokenizer, folder: str, prefix: str):
-    """EncodedArrow of ``records`` (the Arrow files ``folder/prefix-*.arrow``) for the run's stage."""
+def _encode_split(cfg, records, template, tokenizer, folder: str, prefix: str, stage: str | None = None):
+    """EncodedArrow of ``records`` (the Arrow files ``folder/prefix-*.arrow``) for ``stage`` (default: the run's) —
+    the one entry every encoding of a run goes through (training and evaluation splits, evaluation-only runs,
+    do_predict's prompts): the run's stage with encode_cutoff's cutoff, "predict" prompts (never packed) with
+    cutoff_len."""
     from tunery.data.encoded import encode_to_arrow
 
-    return encode_to_arrow(records, cfg.stage, template, tokenizer, encode_cutoff(cfg), folder, prefix,
+    stage = stage or cfg.stage
+    cutoff = encode_cutoff(cfg) if stage == cfg.stage else cfg.cutoff_len
+    return encode_to_arrow(records, stage, template, tokenizer, cutoff, folder, prefix,
                            train_on_prompt=cfg.train_on_prompt, mask_history=cfg.mask_history,
                            packing=cfg.packing is not False,
                            num_workers=_workers(cfg.preprocessing_num_workers, len(records)))
 
 
 def encode_to_dataset(cfg, records, template, tokenizer, stage: str):
-    """``records`` encoded for ``stage`` (eval-only runs, predict) with cutoff_len as it is: a memory-mapped Dataset
-    in a temporary folder."""
-    from tunery.data.encoded import encode_to_arrow
-
-    return encode_to_arrow(records, stage, template, tokenizer, cfg.cutoff_len, _scratch_folder(), stage,
-                           train_on_prompt=cfg.train_on_prompt, mask_history=cfg.mask_history,
-                           num_workers=_workers(cfg.preprocessing_num_workers, len(records))).dataset
+    """``records`` encoded for ``stage`` (eval-only runs, predict) as :func:`_encode_split` encodes the training
+    run's splits: a memory-mapped Dataset in a temporary folder."""
+    return _encode_split(cfg, records, template, tokenizer, _scratch_folder(), stage, stage=stage).dataset
 
 
 def _scratch_folder() -> str:
@@ -316,11 +317,9 @@ def prepare_datasets(cfg, tokenizer, template) -> PreparedData:
     ``overwrite_cache``), else loaded, encoded, packed (sft with packing) into a new cache entry — and then saved to
     ``tokenized_path`` when it is set."""
     from tunery.data import cache, encoding_cache
-    from tunery.config.data_options import check_packing_options
 
-    started = time.perf_counter()
-    check_packing_options(cfg)
-    check_template_tokens(template, tokenizer, getattr(cfg, "model_name_or_path", "") or "")
+    started = time.perf_counter()  # (the packing options were checked with the config, config/data_options.py)
+    check_template_tokens(template, tokenizer, cfg.model_name_or_path or "")
     path = cfg.tokenized_path
     if path and cache.has_tokenized_data(path) and not cfg.overwrite_cache:
         return _from_tokenized_path(cfg, tokenizer, path)

@@ -206,16 +206,13 @@ def print_summary(out: _Out, summary: dict) -> None:
 # ---------------------------------------------------------------- the command
 def preview(cfg, stream: TextIO | None = None, color: bool | None = None) -> dict:
     """Run the preview for ``cfg`` and return the summary (also printed)."""
-    from tunery.model.load import load_tokenizer
+    from tunery.model.session import open_session
 
     from .dataset import check_template_tokens, encode_loaded, load_records
-    from ..config.data_options import check_packing_options
-    from .template_select import resolve_template
 
-    stream = stream or sys.stdout
-    check_packing_options(cfg)
-    tokenizer = load_tokenizer(cfg)
-    template = resolve_template(cfg, tokenizer, check_serving=True)
+    stream = stream or sys.stdout  # (the packing options were checked with the config, config/data_options.py)
+    session = open_session(cfg, "preview")
+    tokenizer, template = session.tokenizer, session.template
     check_template_tokens(template, tokenizer, cfg.model_name_or_path or "")
     loaded = load_records(cfg)
     prepared = encode_loaded(cfg, loaded, template, tokenizer, strict=False, keep_unpacked=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tunery.config.stages import stage_spec
 from tunery.errors import ConfigError
 from tunery.utils.logging import get_logger
 
@@ -35,7 +36,7 @@ def resolve_template(cfg, tokenizer, check_serving: bool = False):
     thinking = cfg.enable_thinking if name != "tokenizer" or _given(cfg, "enable_thinking") else None
     template = get_template(name, default_system=cfg.default_system, enable_thinking=thinking,
                             tool_format=cfg.tool_format, tokenizer=tokenizer)
-    check = check_serving and name != "tokenizer" and getattr(cfg, "stage", "sft") != "pt"
+    check = check_serving and name != "tokenizer" and stage_spec(cfg.stage).reads != "text"  # pt: no chat format
     probes = serving_probe(tokenizer, _thinking_kwargs(cfg, template)) if check else None
     template.fix_tokenizer(tokenizer)
     difference = serving_difference(template, tokenizer, probes)
@@ -58,7 +59,7 @@ def _thinking_kwargs(cfg, template) -> dict | None:
 
 def _given(cfg, option: str) -> bool:
     """Whether the user set ``option`` (in a file, on the command line or in Python), not left it at its default."""
-    return option in (getattr(cfg, "sources", None) or {})
+    return option in cfg.sources
 
 
 def sync_chat_template(tokenizer, template) -> None:

@@ -10,8 +10,12 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tunery.config.stages import uses
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 CUDA_OVERHEAD = 0.75 * 2**30  # context, cuBLAS workspace and the caching allocator's slack
 OPTIMIZER_STATES = {  # bytes per trainable parameter kept by the optimizer (per 4-byte parameter for fp32 ones)
@@ -30,7 +34,7 @@ class Breakdown:
         return sum(self.parts.values())
 
 
-def dtype_bytes(cfg) -> int:
+def dtype_bytes(cfg: Config) -> int:
     from tunery.model.load import compute_dtype
 
     return compute_dtype(cfg).itemsize
@@ -46,7 +50,7 @@ def optimizer_states(optim: str) -> float:
     return 2.0
 
 
-def sharding(cfg) -> dict:
+def sharding(cfg: Config) -> dict:
     """Which of weights/gradients/optimizer states are split over the processes, and what is offloaded."""
     world = int(os.environ.get("WORLD_SIZE", "0") or 0) or int(os.environ.get("NPROC_PER_NODE", "1") or 1)
     out = {"world": max(1, world), "stage": 0, "offload_optimizer": False, "offload_params": False}
@@ -65,7 +69,7 @@ def sharding(cfg) -> dict:
     return out
 
 
-def estimate_memory(cfg, counts, shapes, probe, runtime_bytes: float, device: str,
+def estimate_memory(cfg: Config, counts, shapes, probe, runtime_bytes: float, device: str,
                     gradient_checkpointing: bool | None = None, peak_tokens: int | None = None) -> Breakdown:
     """The peak for one device. ``gradient_checkpointing`` / ``peak_tokens`` override the run's (for suggestions)."""
     gc = (bool(cfg.gradient_checkpointing) and not cfg.disable_gradient_checkpointing

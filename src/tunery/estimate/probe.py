@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 FULL_DEPTH_PROBE_PARAMS = 400_000_000  # above this the step time is extrapolated from 1 and 2 layers
 REPEATS = 3
@@ -28,15 +32,14 @@ class ProbeResult:
     method: str  # how the time was found: "full model", "1-2 layer extrapolation", or "not probed"
 
 
-def _probe_cfg(cfg):
-    from tunery.config.loader import Config
+def _probe_cfg(cfg: Config, gradient_checkpointing: bool) -> Config:
+    """The run's options for a randomly initialised copy: no adapters to load, quiet, checkpointing as asked."""
+    return cfg.replace(adapter_name_or_path=None, print_param_status=False,
+                       gradient_checkpointing=gradient_checkpointing,
+                       disable_gradient_checkpointing=not gradient_checkpointing)
 
-    values = dict(cfg.values)
-    values.update(adapter_name_or_path=None, print_param_status=False)
-    return Config(cfg.command, values, set(cfg.explicit), cfg.where)
 
-
-def build_probe_model(cfg, num_layers: int | None, gradient_checkpointing: bool):
+def build_probe_model(cfg: Config, num_layers: int | None, gradient_checkpointing: bool):
     """Random weights (seeded), the run's dtype, attention and fine-tuning method."""
     import logging
 
@@ -55,9 +58,7 @@ def build_probe_model(cfg, num_layers: int | None, gradient_checkpointing: bool)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=compute_dtype(cfg),
                                              **({"attn_implementation": attn} if attn else {}))
-    pcfg = _probe_cfg(cfg)
-    pcfg.gradient_checkpointing = gradient_checkpointing
-    pcfg.disable_gradient_checkpointing = not gradient_checkpointing
+    pcfg = _probe_cfg(cfg, gradient_checkpointing)
     quiet = logging.getLogger("tunery")
     level = quiet.level
     quiet.setLevel(logging.WARNING)
@@ -104,15 +105,13 @@ def saved_bytes(model, batch) -> tuple[int, int]:
     return sum(seen.values()), max(seen.values(), default=0)
 
 
-def _time_steps(cfg, model, batch) -> float:
+def _time_steps(cfg: Config, model, batch) -> float:
     """Seconds per optimizer step of the real transformers Trainer (the run's optimizer, accumulation, clipping,
     scheduler and logging) feeding ``batch`` as every micro-batch; median over the steps after a warm-up one."""
     import statistics
     import tempfile
 
     from transformers import Trainer, TrainerCallback
-
-    from tunery.config.loader import Config
 
     class StepClock(TrainerCallback):
         def __init__(self):
@@ -126,12 +125,11 @@ def _time_steps(cfg, model, batch) -> float:
     steps = REPEATS + 2
     micro = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * steps
     with tempfile.TemporaryDirectory(prefix="tunery-estimate-") as tmp:
-        values = dict(cfg.values, output_dir=tmp, max_steps=steps, save_strategy="no", eval_strategy="no",
-                      report_to=["none"], do_eval=False, load_best_model_at_end=False, disable_tqdm=True)
-        explicit = set(cfg.explicit) | {"output_dir", "max_steps", "save_strategy", "eval_strategy", "report_to",
-                                        "load_best_model_at_end", "disable_tqdm"}
-        explicit -= {"deepspeed", "fsdp", "fsdp_config", "resume_from_checkpoint", "eval_steps", "save_steps"}
-        args = training_arguments(Config(cfg.command, values, explicit, cfg.where))
+        probe_cfg = cfg.replace(unset=("deepspeed", "fsdp", "fsdp_config", "resume_from_checkpoint", "eval_steps",
+                                       "save_steps"),
+                                output_dir=tmp, max_steps=steps, save_strategy="no", eval_strategy="no",
+                                report_to=["none"], do_eval=False, load_best_model_at_end=False, disable_tqdm=True)
+        args = training_arguments(probe_cfg)
         clock = StepClock()
         trainer = Trainer(model=model, args=args, train_dataset=[{}] * micro,
                           data_collator=lambda _features: {k: v.clone() for k, v in batch.items()},
@@ -141,7 +139,7 @@ def _time_steps(cfg, model, batch) -> float:
     return statistics.median(diffs) if diffs else 0.0
 
 
-def run_probe(cfg, total_params: int, layers: int, peak: tuple[int, int], median: tuple[int, int],
+def run_probe(cfg: Config, total_params: int, layers: int, peak: tuple[int, int], median: tuple[int, int],
               padding_free: bool, examples_per_row: int, time_it: bool = True) -> ProbeResult:
     import torch
 

@@ -10,12 +10,16 @@ import json
 import math
 import sys
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from tunery.config.stages import stage_spec, uses
 from tunery.estimate.memory import available_memory, current_rss, estimate_memory
 from tunery.estimate.probe import run_probe
 from tunery.estimate.shapes import batch_shapes, count_params, example_lengths, meta_model
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 FIT_MARGIN = 0.95  # leave a little for the allocator and the rest of the system
@@ -28,7 +32,7 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _padding_free(cfg) -> bool:
+def _padding_free(cfg: Config) -> bool:
     if cfg.padding_free is not None:
         return bool(cfg.padding_free)
     return (uses(cfg.stage, "packed_rows") and not cfg.packing and not cfg.neftune_noise_alpha and not cfg.deepspeed
@@ -63,15 +67,14 @@ def _seconds(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
-def estimate(cfg) -> dict:
+def estimate(cfg: Config) -> dict:
     """The whole estimate as a dict (what --format json prints)."""
     from tunery.data.dataset import prepare_datasets
-    from tunery.data.template_select import resolve_template
-    from tunery.model.load import load_tokenizer
+    from tunery.model.session import open_session
 
     device = _device()
-    tokenizer = load_tokenizer(cfg)
-    template = resolve_template(cfg, tokenizer)
+    session = open_session(cfg, "preview")  # tokenizer and template; the model is measured on the meta device
+    tokenizer, template = session.tokenizer, session.template
     data = prepare_datasets(cfg, tokenizer, template)
     _preload_trainer_libraries(cfg.stage)
     runtime = current_rss()
@@ -111,7 +114,7 @@ def estimate(cfg) -> dict:
     return result
 
 
-def _step_seconds(cfg, counts, shapes, probe) -> float | None:
+def _step_seconds(cfg: Config, counts, shapes, probe) -> float | None:
     if cfg.estimate_tflops:  # 2 FLOPs per parameter per token forward, 2 more backward (+2 for trained weights)
         flops_per_token = 2 * counts.total + 2 * counts.total + 2 * counts.trainable
         tokens = shapes.mean_tokens * shapes.micro_batches_per_step
@@ -131,7 +134,7 @@ def _step_seconds(cfg, counts, shapes, probe) -> float | None:
     return step
 
 
-def suggestions(cfg, counts, shapes, probe, runtime, device, limit) -> list[dict]:
+def suggestions(cfg: Config, counts, shapes, probe, runtime, device, limit) -> list[dict]:
     """Changes that bring the peak down, each with its own new peak; cheapest to the user first."""
     out = []
     gc_on = bool(cfg.gradient_checkpointing) and not cfg.disable_gradient_checkpointing
@@ -154,21 +157,17 @@ def suggestions(cfg, counts, shapes, probe, runtime, device, limit) -> list[dict
         add(f"cutoff_len: {cut} (longer examples are truncated)",
             estimate_memory(cfg, counts, shapes, probe, runtime, device, peak_tokens=tokens))
     if cfg.finetuning_type != "lora":
-        from tunery.config.loader import Config
-
-        lora_cfg = Config(cfg.command, dict(cfg.values, finetuning_type="lora"), set(cfg.explicit), cfg.where)
+        lora_cfg = cfg.replace(finetuning_type="lora")
         lora_counts = count_params(lora_cfg, meta_model(cfg))
         add("finetuning_type: lora", estimate_memory(lora_cfg, lora_counts, shapes, probe, runtime, device))
     if device != "cpu" and not cfg.quantization_bit and cfg.finetuning_type == "lora":
-        from tunery.config.loader import Config
-
-        q_cfg = Config(cfg.command, dict(cfg.values, quantization_bit=4), set(cfg.explicit), cfg.where)
+        q_cfg = cfg.replace(quantization_bit=4)
         add("quantization_bit: 4 (QLoRA, needs bitsandbytes)",
             estimate_memory(q_cfg, counts, shapes, probe, runtime, device))
     return sorted(out, key=lambda s: (not s["fits"], s["peak"]))
 
 
-def format_report(cfg, r: dict) -> str:
+def format_report(cfg: Config, r: dict) -> str:
     m, d = r["model"], r["data"]
     lines = [f"estimate: stage {cfg.stage}, {cfg.finetuning_type}, {cfg.model_name_or_path} — "
              f"{m['parameters'] / 1e6:.1f}M parameters, {m['trainable'] / 1e6:.3f}M trainable"]
@@ -201,7 +200,7 @@ def format_report(cfg, r: dict) -> str:
     return "\n".join(lines)
 
 
-def run_estimate(cfg) -> int:
+def run_estimate(cfg: Config) -> int:
     result = estimate(cfg)
     if cfg.estimate_format == "json":
         print(json.dumps(result))

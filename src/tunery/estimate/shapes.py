@@ -10,6 +10,10 @@ import math
 import os
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 
 @dataclass
@@ -88,7 +92,7 @@ class ParamCounts:
     heads: int
 
 
-def meta_model(cfg, num_layers: int | None = None):
+def meta_model(cfg: Config, num_layers: int | None = None):
     """The model skeleton on the meta device (nothing allocated); ``num_layers`` overrides the depth."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -103,7 +107,7 @@ def meta_model(cfg, num_layers: int | None = None):
         return AutoModelForCausalLM.from_config(config)
 
 
-def _lora_targets(model, cfg) -> list:
+def _lora_targets(model, cfg: Config) -> list:
     import torch
 
     targets = list(cfg.lora_target or ["all"])
@@ -117,7 +121,7 @@ def _lora_targets(model, cfg) -> list:
     return out
 
 
-def count_params(cfg, model) -> ParamCounts:
+def count_params(cfg: Config, model) -> ParamCounts:
     config = model.config
     total = sum(p.numel() for p in model.parameters())
     embed = model.get_input_embeddings().weight.numel()

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 from tunery.errors import ConfigError, TuneryError
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 INSTALL_HINT = "pip install lm-eval (recent releases: pip install \"lm-eval[hf]\")"
 
@@ -23,7 +27,7 @@ def _import_lm_eval():
     return lm_eval, HFLM
 
 
-def run_lm_eval(cfg) -> int:
+def run_lm_eval(cfg: Config) -> int:
     adapters = list(cfg.adapter_name_or_path or [])
     if len(adapters) > 1:
         raise ConfigError("backend: lm_eval loads one adapter — merge the others first (tunery export) or give one "

@@ -7,8 +7,12 @@ import json
 import os
 import unicodedata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunery.eval.benchmark import CATEGORIES, CHOICES
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 AVERAGE = "Average"
 
@@ -37,7 +41,7 @@ def summarize(subjects: list, choices: dict[str, list[int]]) -> dict:
     return {"average": _acc(correct, total), "categories": categories, "subjects": per_subject}
 
 
-def document(bench, cfg, runs: dict[str, dict], elapsed_s: float, template: str) -> dict:
+def document(bench, cfg: Config, runs: dict[str, dict], elapsed_s: float, template: str) -> dict:
     doc = {
         "task": bench.name, "source": bench.source, "split": bench.split, "n_shot": cfg.n_shot, "lang": bench.lang,
         "model": cfg.model_name_or_path, "adapter": list(cfg.adapter_name_or_path or []) or None,

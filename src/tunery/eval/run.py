@@ -6,14 +6,18 @@ Everything that can be checked without the model (the task, every CSV row, n_sho
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from tunery.errors import ConfigError
 from tunery.utils.logging import get_logger
 
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
+
 logger = get_logger(__name__)
 
 
-def eval_template(cfg, tokenizer):
+def eval_template(cfg: Config, tokenizer):
     """The chat template for the prompts; a model with none and no `template` option is refused (one line)."""
     from tunery.data.template_select import resolve_template
 
@@ -48,7 +52,7 @@ def _score(model, bench, prompts: dict, letters, pad_id: int, batch_size: int, d
     return summarize(bench.subjects, choices)
 
 
-def run_eval(cfg) -> int:
+def run_eval(cfg: Config) -> int:
     if cfg.backend == "lm_eval":
         from tunery.eval.lm_eval_backend import run_lm_eval
 
@@ -64,11 +68,10 @@ def run_eval(cfg) -> int:
     logger.info("benchmark %s (%s): %d subjects, %d %s questions, %d-shot, prompts in %s", bench.name, bench.source,
                 len(bench.subjects), bench.size, bench.split, cfg.n_shot, bench.lang)
 
-    from tunery.model.adapters import load_adapters
-    from tunery.model.load import load_model, load_tokenizer
+    from tunery.model.session import open_session
 
-    tokenizer = load_tokenizer(cfg)
-    template = eval_template(cfg, tokenizer)
+    session = open_session(cfg, "infer", resolve=eval_template)
+    tokenizer, template = session.tokenizer, session.template
     style = STYLES[bench.lang]
     letters = letter_tokens(template, tokenizer, style)
     stats = EncodeStats()
@@ -81,21 +84,16 @@ def run_eval(cfg) -> int:
         logger.warning("%d question(s) were cut from the left to cutoff_len %d even without examples — raise "
                        "cutoff_len", stats.truncated, cfg.cutoff_len)
 
-    import torch
-
     _set_seed(cfg.seed)
-    model = load_model(cfg, tokenizer)
-    if torch.cuda.is_available() and cfg.quantization_bit is None:
-        model = model.to("cuda")
-    model.eval()
+    model = session.load_model(adapters=False)  # the base first: --compare scores it before merging
     pad_id = tokenizer.pad_token_id
     runs = {}
     if cfg.compare:
         runs["base"] = _score(model, bench, prompts, letters, pad_id, cfg.batch_size, "Scoring base")
-        model = load_adapters(model, cfg, is_trainable=False).eval()
+        model = session.merge_adapters()
         runs["finetuned"] = _score(model, bench, prompts, letters, pad_id, cfg.batch_size, "Scoring fine-tuned")
     else:
-        model = load_adapters(model, cfg, is_trainable=False).eval()
+        model = session.merge_adapters()
         runs["model"] = _score(model, bench, prompts, letters, pad_id, cfg.batch_size, "Scoring")
     doc = document(bench, cfg, runs, time.perf_counter() - started, template.name)
 

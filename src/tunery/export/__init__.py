@@ -13,18 +13,22 @@ import glob
 import json
 import os
 import shutil
+from typing import TYPE_CHECKING
 
 from tunery.config.stages import stage_spec
 from tunery.errors import TuneryError
 from tunery.export import target as T
 from tunery.utils.logging import get_logger
 
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
+
 logger = get_logger(__name__)
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
 
-def _target_dtype(cfg):
+def _target_dtype(cfg: Config):
     import torch
 
     names = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -40,25 +44,21 @@ def _target_dtype(cfg):
     return torch.float32
 
 
-def run_export(cfg) -> str:
+def run_export(cfg: Config) -> str:
     """Merge, save and (optionally) upload; returns the export folder."""
     import torch
 
-    from tunery.data.template_select import resolve_template
-    from tunery.model.adapters import load_adapters
-    from tunery.model.load import load_model, load_tokenizer
+    from tunery.model.session import open_session
 
     if cfg.quantization_bit is not None:
         raise TuneryError("cannot merge adapters into a quantized model — drop quantization_bit: export loads the base "
                           "model in full precision")
     needed = int(T.weights_bytes(cfg.model_name_or_path) * _size_ratio(cfg) * 1.05) + 2**24
     final_dir = T.check_export_target(cfg.export_dir, cfg.export_overwrite, needed)  # before the model loads
-    tokenizer = load_tokenizer(cfg)
-    template = resolve_template(cfg, tokenizer)
-    model = load_model(cfg, tokenizer)
-    if cfg.export_device == "auto" and torch.cuda.is_available():
-        model = model.to("cuda")
-    model = load_adapters(model, cfg, is_trainable=False)  # every adapter merged, in order
+    session = open_session(cfg, "export")
+    tokenizer, template = session.tokenizer, session.template
+    # every adapter merged, in order (on the GPU with export_device: auto)
+    model = session.load_model(to_gpu=cfg.export_device == "auto" and torch.cuda.is_available())
     dtype = _target_dtype(cfg)
     model = model.to(device="cpu", dtype=dtype)
     stop_ids = template.stop_token_ids(tokenizer)
@@ -105,7 +105,7 @@ def _write_problem(err: BaseException) -> str | None:
     return f"cannot write there ({os.strerror(code)}) — fix that"
 
 
-def _size_ratio(cfg) -> float:
+def _size_ratio(cfg: Config) -> float:
     """Bytes per weight of the export over bytes per weight of the checkpoint (1 when unknown)."""
     sizes = {"float16": 2, "bfloat16": 2, "float32": 4}
     config_file = os.path.join(os.path.expanduser(cfg.model_name_or_path), "config.json")
@@ -122,7 +122,7 @@ def _size_ratio(cfg) -> float:
     return 1.0
 
 
-def _write(cfg, model, tokenizer, template, export_dir: str) -> None:
+def _write(cfg: Config, model, tokenizer, template, export_dir: str) -> None:
     """Every file of the export into `export_dir` (the partial folder)."""
     from tunery.data.template_select import sync_chat_template
     from tunery.export.modelfile import ollama_modelfile

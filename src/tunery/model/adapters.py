@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
+from typing import TYPE_CHECKING
 
 from tunery.errors import TuneryError
+from tunery.model.tokens import vocab_extended
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 
@@ -101,7 +106,7 @@ def _check_adapter_base(model, adapter_path: str) -> None:
                        "(the shapes match, so it loads, but the answers may be nonsense)", adapter_path, base, loaded)
 
 
-def load_adapters(model, cfg, is_trainable: bool):
+def load_adapters(model, cfg: Config, is_trainable: bool):
     """Apply `adapter_name_or_path`: merge all of them (inference) or all but the last, which keeps training."""
     from peft import PeftModel
 
@@ -136,10 +141,10 @@ def _peft_load(peft_class, model, path: str, **kwargs):
         raise unsafe_file(path) or refused_file(path) from None
 
 
-def adapter_targets(model, cfg, option: str) -> list[str]:
+def adapter_targets(model, cfg: Config, option: str) -> list[str]:
     """The module names of `lora_target`/`oft_target` ('all': every linear layer but the heads); with use_llama_pro
     only those inside the expanded blocks."""
-    targets = list(getattr(cfg, option))
+    targets = list(cfg.values[option])
     if targets == ["all"]:
         targets = linear_module_names(model)
     else:
@@ -148,14 +153,14 @@ def adapter_targets(model, cfg, option: str) -> list[str]:
         if missing:
             raise TuneryError(f"{option}: {', '.join(missing)} not found in the model — its linear layers are: "
                               f"{', '.join(sorted(present))} (or use 'all')")
-    if getattr(cfg, "use_llama_pro", False):
+    if cfg.use_llama_pro:
         from tunery.model.llama_pro import expanded_modules
 
         targets = expanded_modules(model, targets, cfg.freeze_trainable_layers)
     return targets
 
 
-def _keep_trainable_fp32(model, cfg):
+def _keep_trainable_fp32(model, cfg: Config):
     # Trainable weights stay fp32 even when the base is loaded in half precision (stable updates).
     import torch
 
@@ -165,7 +170,7 @@ def _keep_trainable_fp32(model, cfg):
     return model
 
 
-def setup_oft(model, cfg):
+def setup_oft(model, cfg: Config):
     """OFT (orthogonal fine-tuning) through PEFT's OFTConfig: oft_rank or oft_block_size, module_dropout."""
     from peft import OFTConfig, PeftModel, TaskType, get_peft_model
 
@@ -178,19 +183,19 @@ def setup_oft(model, cfg):
     return _keep_trainable_fp32(get_peft_model(model, config), cfg)
 
 
-def pissa_init_weights(cfg):
+def pissa_init_weights(cfg: Config):
     """PEFT's init_lora_weights for pissa_init: fast SVD with pissa_iter iterations, or the exact SVD (-1)."""
     if not cfg.pissa_init:
         return True
     return "pissa" if cfg.pissa_iter == -1 else f"pissa_niter_{cfg.pissa_iter}"
 
 
-def _modules_to_save(model, cfg) -> list[str] | None:
+def _modules_to_save(model, cfg: Config) -> list[str] | None:
     """additional_target; when new tokens resized the vocabulary (and none is given), the embeddings and the output
     head, so the new rows are trained and saved with the adapter (LLaMA-Factory's rule)."""
     if cfg.additional_target:
         return list(cfg.additional_target)
-    if cfg.resize_vocab and not is_reward_model(model):
+    if (cfg.resize_vocab or vocab_extended(model)) and not is_reward_model(model):
         wanted = {model.get_input_embeddings(), model.get_output_embeddings()}
         names = sorted({name.split(".")[-1] for name, module in model.named_modules() if module in wanted})
         logger.info("vocabulary resized: %s trained in full and saved with the adapter", ", ".join(names))
@@ -198,7 +203,7 @@ def _modules_to_save(model, cfg) -> list[str] | None:
     return None
 
 
-def setup_lora(model, cfg):
+def setup_lora(model, cfg: Config):
     from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 
     if isinstance(model, PeftModel):
@@ -218,10 +223,10 @@ def setup_lora(model, cfg):
     return _keep_trainable_fp32(get_peft_model(model, config), cfg)
 
 
-def setup_freeze(model, cfg):
+def setup_freeze(model, cfg: Config):
     num_layers = model.config.num_hidden_layers
     n = cfg.freeze_trainable_layers
-    if getattr(cfg, "use_llama_pro", False):
+    if cfg.use_llama_pro:
         from tunery.model.llama_pro import expanded_layer_ids
 
         layer_ids = expanded_layer_ids(num_layers, n)
@@ -245,7 +250,7 @@ def setup_freeze(model, cfg):
     return model
 
 
-def prepare_for_training(model, cfg):
+def prepare_for_training(model, cfg: Config):
     """Attach the fine-tuning method; return the model ready for the Trainer."""
     from tunery.model.precision import apply_upcasts
 
@@ -254,7 +259,7 @@ def prepare_for_training(model, cfg):
     if not cfg.disable_gradient_checkpointing and asked:
         kwargs = (cfg.values.get("activation_checkpointing_kwargs") or cfg.values.get("gradient_checkpointing_kwargs")
                   or {})
-        reentrant = bool(getattr(cfg, "use_reentrant_gc", False))
+        reentrant = bool(cfg.use_reentrant_gc)
         kwargs = {"use_reentrant": reentrant, **(kwargs if isinstance(kwargs, dict) else {})}
         reentrant = kwargs["use_reentrant"]
         if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x's name (the old one warns)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunery.errors import TuneryError
+from tunery.model.tokens import mark_vocab_extended, vocab_extended
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 
 
-def _hub_kwargs(cfg) -> dict[str, Any]:
+def _hub_kwargs(cfg: Config) -> dict[str, Any]:
     return {
         "cache_dir": cfg.cache_dir,
         "revision": cfg.model_revision,
@@ -30,7 +34,7 @@ def _load_error(what: str, path: str, err: Exception) -> TuneryError:
                        f"offline, download it elsewhere (`hf download {path} --local-dir DIR`) and pass the folder")
 
 
-def load_tokenizer(cfg):
+def load_tokenizer(cfg: Config):
     from transformers import AutoTokenizer
 
     from tunery.model.tokenizer_file import as_saved
@@ -49,17 +53,16 @@ def load_tokenizer(cfg):
                                              replace_extra_special_tokens=False)
         if added:
             logger.info("added %d new special tokens; embeddings will be resized", added)
-            cfg.resize_vocab = True
-    if getattr(cfg, "add_tokens", None) or getattr(cfg, "add_special_tokens", None) \
-            or getattr(cfg, "new_special_tokens_config", None):
+            mark_vocab_extended(tokenizer)
+    if cfg.add_tokens or cfg.add_special_tokens or cfg.new_special_tokens_config:
         from tunery.model.tokens import add_new_tokens
 
         if add_new_tokens(tokenizer, cfg):
-            cfg.resize_vocab = True
+            mark_vocab_extended(tokenizer)
     return tokenizer
 
 
-def compute_dtype(cfg):
+def compute_dtype(cfg: Config):
     """The dtype weights are loaded in: bf16/fp16 when training in them, else fp32 (CPU) or infer_dtype."""
     import torch
 
@@ -77,7 +80,7 @@ def compute_dtype(cfg):
     return torch.float32
 
 
-def attention_implementation(cfg) -> str | None:
+def attention_implementation(cfg: Config) -> str | None:
     if cfg.flash_attn == "disabled":
         return "eager"
     if cfg.flash_attn == "sdpa":
@@ -92,8 +95,10 @@ def attention_implementation(cfg) -> str | None:
     return None  # transformers picks sdpa where it can
 
 
-def quantization_config(cfg):
-    if cfg.quantization_bit is None:
+def quantization_config(cfg: Config, bits=None):
+    """The bitsandbytes config for ``bits`` (default: the quantization_bit option), or None unquantized."""
+    bits = cfg.quantization_bit if bits is None else bits
+    if bits is None:
         return None
     try:
         import bitsandbytes  # noqa: F401
@@ -103,7 +108,7 @@ def quantization_config(cfg):
     import torch
     from transformers import BitsAndBytesConfig
 
-    if cfg.quantization_bit == 8:
+    if bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=compute_dtype(cfg) if cfg.command == "train"
                               and (cfg.bf16 or cfg.fp16) else torch.float32,
@@ -114,7 +119,7 @@ def quantization_config(cfg):
 _UNSET = object()
 
 
-def load_model(cfg, tokenizer, path: str | None = None, model_class=None, what: str = "model",
+def load_model(cfg: Config, tokenizer, path: str | None = None, model_class=None, what: str = "model",
                quantization_bit=_UNSET, **extra):
     """Load the model (no adapters yet) in the dtype and attention implementation the options ask for: a causal LM
     unless ``model_class`` says otherwise (e.g. AutoModelForSequenceClassification with ``num_labels=1``).
@@ -127,23 +132,23 @@ def load_model(cfg, tokenizer, path: str | None = None, model_class=None, what: 
     attn = attention_implementation(cfg)
     if attn:
         kwargs["attn_implementation"] = attn
-    qcfg = cfg if quantization_bit is _UNSET else _with_bits(cfg, quantization_bit)
-    qconfig = quantization_config(qcfg)
+    bits = cfg.quantization_bit if quantization_bit is _UNSET else quantization_bit
+    qconfig = quantization_config(cfg, bits) if bits is not None else None
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
-        use_auto = cfg.command != "train" and getattr(cfg, "quantization_device_map", None) == "auto"
+        use_auto = cfg.command != "train" and cfg.quantization_device_map == "auto"
         kwargs["device_map"] = "auto" if use_auto else {"": int(os.environ.get("LOCAL_RANK", "0"))}
-        kwargs["offload_folder"] = getattr(cfg, "offload_folder", None)
-    moe_coef = getattr(cfg, "moe_aux_loss_coef", None)
+        kwargs["offload_folder"] = cfg.offload_folder
+    moe_coef = cfg.moe_aux_loss_coef
     try:
-        if getattr(cfg, "train_from_scratch", False) and cfg.command == "train":
+        if cfg.train_from_scratch and cfg.command == "train":
             model = _from_config(model_class, path, cfg, kwargs, moe_coef)
         else:
             config_keys = list(extra)
             if moe_coef is not None:
                 kwargs.update(router_aux_loss_coef=moe_coef, output_router_logits=cfg.command == "train")
                 config_keys += ["router_aux_loss_coef", "output_router_logits"]
-            if getattr(cfg, "rope_scaling", None):
+            if cfg.rope_scaling:
                 from tunery.model.rope import scaled_config
 
                 kwargs["config"] = scaled_config(cfg, path, _hub_kwargs(cfg), {k: kwargs.pop(k) for k in config_keys})
@@ -158,28 +163,37 @@ def load_model(cfg, tokenizer, path: str | None = None, model_class=None, what: 
         _apply_liger(model)
     vocab = len(tokenizer)
     before = model.get_input_embeddings().weight.shape[0]
-    if cfg.resize_vocab or before < vocab:
+    resize = cfg.resize_vocab or vocab_extended(tokenizer)  # asked, or this run's tokenizer gained tokens
+    if resize or before < vocab:
         logger.info("resizing embeddings to the tokenizer's %d tokens", vocab)
-        model.resize_token_embeddings(vocab, pad_to_multiple_of=64 if cfg.resize_vocab else None)
-        if before < vocab and hasattr(cfg, "init_special_tokens"):
+        model.resize_token_embeddings(vocab, pad_to_multiple_of=64 if resize else None)
+        if resize:
+            mark_vocab_extended(model)  # adapters train and save the embeddings with the new rows
+        if before < vocab:
             from tunery.model.tokens import initialise_new_embeddings
 
             initialise_new_embeddings(model, tokenizer, cfg, before)
-    if cfg.command != "train" and hasattr(cfg, "use_kv_cache"):
+    if cfg.command != "train":
         model.config.use_cache = cfg.use_kv_cache
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.use_cache = cfg.use_kv_cache
     return model
 
 
-def _with_bits(cfg, bits):
-    """A view of the options with another quantization_bit (for quantization_config)."""
-    from tunery.config.loader import Config
+def load_reward_model(cfg: Config, tokenizer, path: str | None = None):
+    """A sequence-classification model with a 1-output `score` head: new (randomly initialised) on a causal LM
+    checkpoint, or the trained one of a full reward model folder. The reward is read at the last non-pad token."""
+    from transformers import AutoModelForSequenceClassification
 
-    return Config(cfg.command, dict(cfg.values, quantization_bit=bits), set(cfg.explicit), cfg.where)
+    model = load_model(cfg, tokenizer, path, model_class=AutoModelForSequenceClassification, what="reward model",
+                       num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if tokenizer.pad_token_id == tokenizer.eos_token_id:
+        logger.warning("pad token = eos token: the reward is read at the last token before the final eos")
+    return model
 
 
-def _from_config(model_class, path, cfg, kwargs, moe_coef):
+def _from_config(model_class, path, cfg: Config, kwargs, moe_coef):
     """train_from_scratch: the model's architecture from its config, with freshly initialised weights."""
     from transformers import AutoConfig
 
@@ -190,7 +204,7 @@ def _from_config(model_class, path, cfg, kwargs, moe_coef):
     for key in ("num_labels",):
         if key in kwargs:
             setattr(config, key, kwargs[key])
-    if getattr(cfg, "rope_scaling", None):
+    if cfg.rope_scaling:
         from tunery.model.rope import apply_rope_scaling
 
         apply_rope_scaling(config, cfg, path)

@@ -6,11 +6,32 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
+from typing import TYPE_CHECKING
 
 from tunery.errors import ConfigError
 from tunery.utils.logging import get_logger
 
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
+
 logger = get_logger(__name__)
+
+# Tokenizers that gained tokens in this run, and the models whose embeddings were resized for them: a fact the run
+# derives while loading, kept with the objects it concerns (the config stays as the user gave it).
+_EXTENDED: weakref.WeakSet = weakref.WeakSet()
+
+
+def mark_vocab_extended(obj) -> None:
+    _EXTENDED.add(obj)
+
+
+def vocab_extended(obj) -> bool:
+    """Whether ``obj`` (a tokenizer or a model) had its vocabulary extended by this run."""
+    try:
+        return obj in _EXTENDED
+    except TypeError:  # not weak-referenceable: never marked
+        return False
 
 
 def token_descriptions(path: str | None) -> dict[str, str]:
@@ -30,7 +51,7 @@ def token_descriptions(path: str | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def add_new_tokens(tokenizer, cfg) -> int:
+def add_new_tokens(tokenizer, cfg: Config) -> int:
     """Add the configured tokens to the tokenizer; returns how many were new (then the embeddings are resized)."""
     added = 0
     if cfg.add_tokens:
@@ -65,7 +86,7 @@ def _init_rows(weight, num_new: int, method: str, descriptions: dict[str, str], 
         weight[token_id] = row
 
 
-def initialise_new_embeddings(model, tokenizer, cfg, num_before: int) -> None:
+def initialise_new_embeddings(model, tokenizer, cfg: Config, num_before: int) -> None:
     """Set the rows of the tokens added after the first `num_before` (input and untied output embeddings)."""
     import torch
 

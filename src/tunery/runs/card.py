@@ -18,7 +18,10 @@ import platform
 import socket
 import time
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 CARD_FILE = "run_card.json"
 SUMMARY_FILE = "RUN.md"
@@ -71,7 +74,7 @@ def file_fingerprint(path: str) -> dict[str, Any]:
     return {"size": os.path.getsize(path), **content_fingerprint(path)}
 
 
-def dataset_fingerprints(cfg) -> dict[str, Any]:
+def dataset_fingerprints(cfg: Config) -> dict[str, Any]:
     """name -> where the data comes from and, for local files, their size and sha256."""
     from tunery.data.registry import get_dataset_specs
 
@@ -106,9 +109,9 @@ def tokenizer_hash(model_path: str | None) -> str | None:
     return digest.hexdigest() if found else None
 
 
-def resolved_options(cfg) -> dict[str, dict[str, Any]]:
+def resolved_options(cfg: Config) -> dict[str, dict[str, Any]]:
     """Every option: its value and where it came from (a config file, 'command line', or 'default')."""
-    sources = getattr(cfg, "sources", None) or {}
+    sources = cfg.sources or {}
     out = {}
     for name, value in sorted(cfg.values.items()):
         out[name] = {"value": value, "source": sources.get(name, "default")}
@@ -138,7 +141,7 @@ def _write(output_dir: str, card: dict) -> None:
         fh.write(summary_markdown(card))
 
 
-def begin(cfg, resume: str | None = None) -> None:
+def begin(cfg: Config, resume: str | None = None) -> None:
     """Write the card of a run that starts now (rank 0 only). A resumed run keeps its card and adds an attempt."""
     if not _is_main():
         return
@@ -168,7 +171,7 @@ def begin(cfg, resume: str | None = None) -> None:
     _write(cfg.output_dir, card)
 
 
-def note_data(cfg, prepared) -> None:
+def note_data(cfg: Config, prepared) -> None:
     """Add the dataset figures (examples, drops by cause, trained tokens) once the data is encoded."""
     if not _is_main():
         return

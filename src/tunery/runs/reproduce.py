@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from tunery.errors import ConfigError
 from tunery.runs.card import dataset_fingerprints, read_card, tokenizer_hash, versions
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 NOT_REPLAYED = ("reproduce", "dry_run", "resume_from_checkpoint")
@@ -76,7 +80,7 @@ def reproduce_config(argv: list[str]):
     return cfg, replay
 
 
-def differences(card: dict, cfg) -> list[str]:
+def differences(card: dict, cfg: Config) -> list[str]:
     """What is not the same as when the run ran: library versions, data files, tokenizer files."""
     out = []
     then, now = card.get("versions", {}), versions()

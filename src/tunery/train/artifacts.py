@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from tunery.runs.card import CARD_FILE, SUMMARY_FILE
 from tunery.train.checkpoints import (
@@ -21,6 +22,9 @@ from tunery.errors import ConfigError, TuneryError
 from tunery.train.plots import COMPLETIONS_FILE, LOG_FILE, plot_all
 from tunery.utils.logging import get_logger
 
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
+
 logger = get_logger(__name__)
 
 # Files a previous run wrote, removed (with checkpoint-N folders) only when overwrite_output_dir is set.
@@ -30,7 +34,7 @@ RUN_FILES = (LOG_FILE, COMPLETIONS_FILE, "train_results.json", "eval_results.jso
              "generation_config.json", "value_head.safetensors", "training_args.bin", CARD_FILE, SUMMARY_FILE)
 
 
-def training_arguments(cfg):
+def training_arguments(cfg: Config):
     """transformers Seq2SeqTrainingArguments from the options the user set, plus what Tunery needs."""
     from transformers import Seq2SeqTrainingArguments
 
@@ -121,7 +125,7 @@ def disk_full_is_one_line(output_dir: str):
                           f"{folder}), then rerun the same command: it {then}") from None
 
 
-def prepare_output_dir(cfg, is_main: bool = True) -> str | None:
+def prepare_output_dir(cfg: Config, is_main: bool = True) -> str | None:
     """Clear the previous run's outputs when asked (or when a run crashed before its first checkpoint); return the
     checkpoint to resume from (or None). Only the main process deletes anything. A folder that cannot be written is
     refused here, before the model loads."""
@@ -149,7 +153,7 @@ def prepare_output_dir(cfg, is_main: bool = True) -> str | None:
     return resume
 
 
-def save_final(trainer, cfg, tokenizer, template, train_result) -> None:
+def save_final(trainer, cfg: Config, tokenizer, template, train_result) -> None:
     from tunery.data.template_select import sync_chat_template
 
     trainer.save_model()
@@ -166,7 +170,7 @@ def save_final(trainer, cfg, tokenizer, template, train_result) -> None:
     trainer.save_state()
 
 
-def finish(trainer, cfg) -> None:
+def finish(trainer, cfg: Config) -> None:
     if cfg.plot_loss and trainer.is_world_process_zero():
         for path in plot_all(cfg.output_dir):
             logger.info("saved %s", path)

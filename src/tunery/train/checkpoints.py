@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from typing import TYPE_CHECKING
 
 from tunery.errors import ConfigError, TuneryError
 from tunery.utils.checkpoint_dirs import (ADAPTER_WEIGHTS, MODEL_WEIGHTS, STATE_FILE, incomplete_reason,  # noqa: F401
                                           is_complete, last_checkpoint, list_checkpoints, only_crash_leftovers,
                                           step_of)
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 
@@ -50,7 +54,7 @@ def _config_mismatch(theirs: dict, ours: dict) -> str | None:
     return None
 
 
-def check_resume_point(path: str, cfg) -> None:
+def check_resume_point(path: str, cfg: Config) -> None:
     """Refuse, before the model loads, a checkpoint that is incomplete, was written by another method, or for
     another model or LoRA rank (as far as its config files tell)."""
     reason = incomplete_reason(path)

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 from tunery.config.cpu_fsdp import (_GPU_TUNING, _TRUE, check, fsdp_options, fsdp_requested,  # noqa: F401
                                    on_cpu, planned_world_size)
 from tunery.errors import ConfigError
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 
@@ -46,7 +50,7 @@ def load_kwargs(cfg) -> dict:
     return {"distributed_config": DistributedConfig(fsdp_size=world)}
 
 
-def check_wrapped(cfg, model) -> None:
+def check_wrapped(cfg: Config, model) -> None:
     """fsdp_config transformer_layer_cls_to_wrap: the classes it names that the model has are sharded units."""
     from torch.distributed.fsdp import FSDPModule
 
@@ -82,7 +86,7 @@ def _decoder_layer(model) -> str:
     return "LlamaDecoderLayer"
 
 
-def training_kwargs(cfg, kwargs: dict) -> None:
+def training_kwargs(cfg: Config, kwargs: dict) -> None:
     """TrainingArguments for a CPU FSDP2 run: the sharding is the model's (load_kwargs), so no fsdp for accelerate;
     transformers checkpoints such a model only with save_only_model — :class:`ShardedCheckpoints` adds the rest."""
     kwargs.pop("fsdp", None)

@@ -8,6 +8,7 @@ experimental ORPO/CPO trainers tokenize text themselves. ``pref_ftx`` adds an SF
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import Trainer
@@ -18,8 +19,11 @@ from tunery.train.losses import AVERAGED, OWN_PREF_LOSSES, kto_pair_loss, orpo_l
 from tunery.train.trainer_base import TrlPreferenceMixin, TuneryTrainerMixin
 from tunery.train.workflow import Stage, run_stage
 
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
-def loss_terms(cfg) -> tuple[list[str], list[float]]:
+
+def loss_terms(cfg: Config) -> tuple[list[str], list[float]]:
     """LLaMA-Factory's DPO loss as TRL's ``loss_type`` list and ``loss_weights``.
 
     - sigmoid with ``dpo_label_smoothing`` ε > 0 is cDPO, −(1−ε)·log σ(βΔ) − ε·log σ(−βΔ); TRL's sigmoid has no
@@ -45,7 +49,7 @@ def loss_terms(cfg) -> tuple[list[str], list[float]]:
 class DpoTrainer(TrlPreferenceMixin, DPOTrainer):
     """TRL's DPOTrainer with Tunery's shared pieces (LoRA+, in-order batches) and LLaMA-Factory's option names."""
 
-    def trl_config(self, cfg, args):
+    def trl_config(self, cfg: Config, args):
         types, weights = loss_terms(cfg)
         return DPOConfig, dict(beta=cfg.pref_beta, loss_type=types, loss_weights=weights,
                                label_smoothing=cfg.dpo_label_smoothing, ld_alpha=cfg.ld_alpha,
@@ -129,7 +133,7 @@ class OwnPairTrainer(TuneryTrainerMixin, Trainer):
         return loss.detach(), None, None
 
 
-def _reference(cfg, tokenizer) -> dict:
+def _reference(cfg: Config, tokenizer) -> dict:
     from tunery.train.models import load_reference_model
 
     if cfg.pref_loss in ("orpo", "simpo"):
@@ -137,7 +141,7 @@ def _reference(cfg, tokenizer) -> dict:
     return {"ref_model": load_reference_model(cfg, tokenizer)}
 
 
-def dpo_stage(cfg) -> Stage:
+def dpo_stage(cfg: Config) -> Stage:
     if cfg.pref_loss in OWN_PREF_LOSSES:
         return Stage(OwnPairTrainer, lambda cfg, tok, multiple_of, model=None: PairwiseCollator(
             tok.pad_token_id, multiple_of), trainer_kwargs=_reference)
@@ -145,5 +149,5 @@ def dpo_stage(cfg) -> Stage:
         tok.pad_token_id, multiple_of), trainer_kwargs=_reference)
 
 
-def run_dpo(cfg) -> None:
+def run_dpo(cfg: Config) -> None:
     run_stage(cfg, dpo_stage(cfg))

@@ -4,10 +4,14 @@ SwanLab logging (use_swanlab)."""
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from transformers import TrainerCallback
 
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 
@@ -47,7 +51,7 @@ class PissaConvertCallback(TrainerCallback):
         logger.info("PiSSA adapter converted to plain LoRA: %s", os.path.join(args.output_dir, PISSA_CONVERTED))
 
 
-def swanlab_callback(cfg):
+def swanlab_callback(cfg: Config):
     """SwanLab's own transformers callback, configured from the swanlab_* options."""
     import swanlab
     from swanlab.integration.transformers import SwanLabCallback
@@ -65,15 +69,15 @@ def swanlab_callback(cfg):
                            tags=["tunery"])
 
 
-def option_callbacks(cfg) -> list:
+def option_callbacks(cfg: Config) -> list:
     """The callbacks the run's options ask for."""
     callbacks = []
-    if getattr(cfg, "pissa_convert", False) and cfg.pissa_init and cfg.finetuning_type == "lora":
+    if cfg.pissa_convert and cfg.pissa_init and cfg.finetuning_type == "lora":
         callbacks.append(PissaConvertCallback())
-    if getattr(cfg, "early_stopping_steps", None):
+    if cfg.early_stopping_steps:
         from transformers import EarlyStoppingCallback
 
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_steps))
-    if getattr(cfg, "use_swanlab", False):
+    if cfg.use_swanlab:
         callbacks.append(swanlab_callback(cfg))
     return callbacks

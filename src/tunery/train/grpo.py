@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import os
+from typing import TYPE_CHECKING
 
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
@@ -29,6 +30,9 @@ from tunery.config.grpo_options import SAMPLING_DEFAULTS
 from tunery.errors import ConfigError, DataError, TuneryError
 from tunery.train.plots import COMPLETIONS_FILE
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 
@@ -90,7 +94,7 @@ def prompt_set(records, template, tokenizer, cutoff_len: int, ids: dict[str, lis
     return PromptSet(rows, columns, ids)
 
 
-def load_prompts(cfg, tokenizer, template) -> tuple[PromptSet, PromptSet | None]:
+def load_prompts(cfg: Config, tokenizer, template) -> tuple[PromptSet, PromptSet | None]:
     from tunery.data.dataset import check_template_tokens, load_records, nothing_left_error
 
     check_template_tokens(template, tokenizer, cfg.model_name_or_path or "")
@@ -112,14 +116,14 @@ def _scale_rewards(value: str) -> str:
     return {"true": "group", "false": "none"}.get(str(value).lower(), str(value).lower())
 
 
-def grpo_arguments(cfg) -> GRPOConfig:
+def grpo_arguments(cfg: Config) -> GRPOConfig:
     """GRPOConfig from the run's TrainingArguments (as Tunery sets them: TRL's other defaults for learning_rate,
     logging_steps, bf16 and gradient checkpointing do not apply) plus the grpo options; TRL's own checks (batch sizes
     that do not divide into groups, ...) come back as one-line errors."""
     from tunery.train.artifacts import training_arguments
     from tunery.train.trainer_base import trl_arguments
 
-    grpo = {name: getattr(cfg, name) for name in (
+    grpo = {name: cfg.values[name] for name in (
         "num_generations", "max_completion_length", "beta", "epsilon", "epsilon_high", "loss_type",
         "importance_sampling_level", "mask_truncated_completions", "num_iterations", "generation_batch_size",
         "use_vllm", "vllm_mode", "vllm_server_base_url", "vllm_gpu_memory_utilization")}
@@ -128,7 +132,7 @@ def grpo_arguments(cfg) -> GRPOConfig:
     if cfg.reward_weights is not None:
         grpo["reward_weights"] = [float(w) for w in cfg.reward_weights]
     for name, default in SAMPLING_DEFAULTS.items():  # the chat defaults do not apply unless set
-        grpo[name] = getattr(cfg, name) if name in cfg.explicit else default
+        grpo[name] = cfg.values[name] if name in cfg.explicit else default
     grpo["include_num_input_tokens_seen"] = "no"  # TRL counts prompt + completion tokens itself
     try:
         return trl_arguments(GRPOConfig, training_arguments(cfg), **grpo)
@@ -240,12 +244,10 @@ def plotted_metrics(output_dir: str) -> list[str]:
             if k in PLOTTED or (k.startswith("rewards/") and k.endswith("/mean"))]
 
 
-def run_grpo(cfg) -> None:
+def run_grpo(cfg: Config) -> None:
     from transformers import set_seed
 
-    from tunery.data.template_select import resolve_template
-    from tunery.model.adapters import prepare_for_training
-    from tunery.model.load import load_model, load_tokenizer
+    from tunery.model.session import open_session
     from tunery.train.artifacts import prepare_output_dir, save_final
     from tunery.train.callbacks import InterruptCallback, LogCallback
     from tunery.train.checkpoints import check_fits_model
@@ -254,8 +256,8 @@ def run_grpo(cfg) -> None:
     from tunery.train.workflow import TrainingInterrupted
 
     # 1. Everything that can fail on the user's input happens before the model loads.
-    tokenizer = load_tokenizer(cfg)
-    template = resolve_template(cfg, tokenizer, check_serving=True)
+    session = open_session(cfg, "train")
+    tokenizer, template = session.tokenizer, session.template
     prompts, eval_prompts = load_prompts(cfg, tokenizer, template)
     args = grpo_arguments(cfg)
     with args.main_process_first(local=False, desc="output_dir"):
@@ -266,7 +268,7 @@ def run_grpo(cfg) -> None:
 
     # 2. Policy (with its method), reward functions.
     set_seed(cfg.seed)
-    model = prepare_for_training(load_model(cfg, tokenizer), cfg)
+    model = session.load_model(trainable=True)
     if resume:
         check_fits_model(resume, model)
     model.generation_config.eos_token_id = template.stop_token_ids(tokenizer)  # a completion ends with the turn

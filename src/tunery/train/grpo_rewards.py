@@ -16,6 +16,7 @@ import inspect
 import numbers
 import re
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from tunery.config.reward_specs import load_user_function, reward_name
 from tunery.errors import TuneryError

@@ -6,6 +6,7 @@ paired by Tunery's encoder as LLaMA-Factory does (the previous example's answer 
 from __future__ import annotations
 
 from trl import KTOConfig, KTOTrainer
+from typing import TYPE_CHECKING
 
 from tunery.data.records import IGNORE_INDEX
 from tunery.train.collators import TrlKtoCollator
@@ -13,9 +14,12 @@ from tunery.train.losses import sequence_logps
 from tunery.train.trainer_base import TrlPreferenceMixin
 from tunery.train.workflow import Stage, run_stage
 
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
+
 
 class KtoTrainer(TrlPreferenceMixin, KTOTrainer):
-    def trl_config(self, cfg, args):
+    def trl_config(self, cfg: Config, args):
         # TRL pairs each answer with its batch neighbour's for the KL term, so it asks for in-order batches of 2 or
         # more; the encoder made the pairs already (any order, any batch size), so TRL is told what it checks for and
         # the run's own sampling and batch size are put back after its __init__.
@@ -49,7 +53,7 @@ def desirable_nll(model, inputs):
     return (-logps / lengths.clamp(min=1)).mean()
 
 
-def _reference(cfg, tokenizer) -> dict:
+def _reference(cfg: Config, tokenizer) -> dict:
     from tunery.train.models import load_reference_model
 
     return {"ref_model": load_reference_model(cfg, tokenizer)}
@@ -59,5 +63,5 @@ KTO = Stage(KtoTrainer, lambda cfg, tok, multiple_of, model=None: TrlKtoCollator
             trainer_kwargs=_reference)
 
 
-def run_kto(cfg) -> None:
+def run_kto(cfg: Config) -> None:
     run_stage(cfg, KTO)

@@ -3,24 +3,15 @@ AutoModelForSequenceClassification with one label) and frozen reference models."
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from tunery.model.load import load_reward_model  # noqa: F401  (reward models load with the other models)
 from tunery.utils.logging import get_logger
 
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
+
 logger = get_logger(__name__)
-
-
-def load_reward_model(cfg, tokenizer, path: str | None = None):
-    """A sequence-classification model with a 1-output `score` head: new (randomly initialised) on a causal LM
-    checkpoint, or the trained one of a full reward model folder. The reward is read at the last non-pad token."""
-    from transformers import AutoModelForSequenceClassification
-
-    from tunery.model.load import load_model
-
-    model = load_model(cfg, tokenizer, path, model_class=AutoModelForSequenceClassification, what="reward model",
-                       num_labels=1)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    if tokenizer.pad_token_id == tokenizer.eos_token_id:
-        logger.warning("pad token = eos token: the reward is read at the last token before the final eos")
-    return model
 
 
 def merge_adapter(model, adapter: str | None):
@@ -40,7 +31,7 @@ def freeze(model):
     return model.eval()
 
 
-def load_reference_model(cfg, tokenizer):
+def load_reference_model(cfg: Config, tokenizer):
     """The frozen reference of dpo/kto/ppo: ``ref_model`` (+ ``ref_model_adapters``) when given; else None for LoRA
     (the policy with its adapter switched off is the reference) and a second copy of the base model otherwise."""
     from tunery.model.load import load_model

@@ -8,15 +8,19 @@ LayerWiseDummyOptimizer, for which transformers' get_scheduler builds one schedu
 from __future__ import annotations
 
 import torch
+from typing import TYPE_CHECKING
 
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 
 
-def custom_optimizer_name(cfg) -> str | None:
+def custom_optimizer_name(cfg: Config) -> str | None:
     for name in ("use_galore", "use_apollo", "use_badam", "use_adam_mini", "use_muon"):
-        if getattr(cfg, name, False):
+        if cfg.values[name]:
             return name
     return None
 
@@ -106,7 +110,7 @@ def _low_rank_optimizer(model, args, optimizer_cls, low_rank: dict, targets: lis
     return LayerWiseDummyOptimizer(optimizer_dict=per_param, lr=args.learning_rate)
 
 
-def galore_optimizer(model, args, cfg):
+def galore_optimizer(model, args, cfg: Config):
     from galore_torch import GaLoreAdafactor, GaLoreAdamW, GaLoreAdamW8bit
 
     classes = {"adamw_torch": GaLoreAdamW, "adamw_torch_fused": GaLoreAdamW, "adamw_bnb_8bit": GaLoreAdamW8bit, "adamw_8bit": GaLoreAdamW8bit,
@@ -118,7 +122,7 @@ def galore_optimizer(model, args, cfg):
                                "GaLore")
 
 
-def apollo_optimizer(model, args, cfg):
+def apollo_optimizer(model, args, cfg: Config):
     from apollo_torch import APOLLOAdamW
 
     low_rank = {"rank": cfg.apollo_rank, "proj": cfg.apollo_proj, "proj_type": cfg.apollo_proj_type,
@@ -128,7 +132,7 @@ def apollo_optimizer(model, args, cfg):
                                "APOLLO", scale_front=cfg.apollo_scale_front)
 
 
-def badam_optimizer(model, args, cfg):
+def badam_optimizer(model, args, cfg: Config):
     from transformers import Trainer
 
     decay, nodecay, _ = _split(model, [])
@@ -158,7 +162,7 @@ def _zero3() -> bool:
     return is_deepspeed_zero3_enabled()
 
 
-def adam_mini_optimizer(model, args, cfg):
+def adam_mini_optimizer(model, args, cfg: Config):
     from adam_mini import Adam_mini
     from transformers.integrations import is_fsdp_enabled
 
@@ -214,7 +218,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
         pass
 
 
-def muon_optimizer(model, args, cfg):
+def muon_optimizer(model, args, cfg: Config):
     output = model.get_output_embeddings()
     head = {id(p) for p in output.parameters()} if output is not None else set()
     muon, adamw = [], []
@@ -248,7 +252,7 @@ BUILDERS = {"use_galore": galore_optimizer, "use_apollo": apollo_optimizer, "use
             "use_adam_mini": adam_mini_optimizer, "use_muon": muon_optimizer}
 
 
-def create_custom_optimizer(model, args, cfg):
+def create_custom_optimizer(model, args, cfg: Config):
     """The optimizer the options ask for, or None (then transformers builds its own from `optim`)."""
     name = custom_optimizer_name(cfg)
     return BUILDERS[name](model, args, cfg) if name else None

@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,13 +30,17 @@ from tunery.train.ppo_core import (
 )
 from tunery.utils.logging import get_logger
 
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
+
 logger = get_logger(__name__)
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
 
 class PpoRunner:
-    def __init__(self, cfg, args, tokenizer, template, policy, value_head, ref, scorer, prompts: list[list[int]]):
+    def __init__(self, cfg: Config, args, tokenizer, template, policy, value_head, ref, scorer,
+                 prompts: list[list[int]]):
         from transformers import TrainerControl, TrainerState, get_scheduler
 
         from tunery.train.callbacks import InterruptCallback, LogCallback
@@ -272,13 +277,12 @@ class PpoRunner:
                 "train_steps_per_second": round(done / max(runtime, 1e-9), 3)}
 
 
-def run_ppo(cfg) -> None:
+def run_ppo(cfg: Config) -> None:
     from transformers import set_seed
 
     from tunery.data.dataset import prepare_datasets
-    from tunery.data.template_select import resolve_template, sync_chat_template
-    from tunery.model.adapters import prepare_for_training
-    from tunery.model.load import load_model, load_tokenizer
+    from tunery.data.template_select import sync_chat_template
+    from tunery.model.session import open_session
     from tunery.train.artifacts import disk_full_is_one_line, prepare_output_dir, training_arguments
     from tunery.train.checkpoints import check_fits_model
     from tunery.train.models import load_reference_model
@@ -291,8 +295,8 @@ def run_ppo(cfg) -> None:
     if not cfg.do_train:
         raise TuneryError("stage ppo only trains — set do_train: true (evaluate the result with stage sft and "
                           "do_predict)")
-    tokenizer = load_tokenizer(cfg)
-    template = resolve_template(cfg, tokenizer, check_serving=True)
+    session = open_session(cfg, "train")
+    tokenizer, template = session.tokenizer, session.template
     prompts = prepare_datasets(cfg, tokenizer, template).train["input_ids"]  # a lazy column of the mapped Dataset
     args = training_arguments(cfg)
     resume = prepare_output_dir(cfg)
@@ -301,7 +305,7 @@ def run_ppo(cfg) -> None:
     card.begin(cfg, resume)
 
     set_seed(cfg.seed)
-    policy = prepare_for_training(load_model(cfg, tokenizer), cfg)
+    policy = session.load_model(trainable=True)
     if resume:
         check_fits_model(resume, policy)
     value_head = torch.nn.Linear(policy.config.hidden_size, 1)

@@ -6,26 +6,23 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import TYPE_CHECKING
 
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 
 PREDICTIONS_FILE = "generated_predictions.jsonl"
 
 
-def generation_kwargs(cfg, template, tokenizer) -> dict:
-    """transformers generate() arguments from the generation options (greedy drops the sampling ones)."""
-    num_beams = getattr(cfg, "eval_num_beams", None) or cfg.num_beams
-    kwargs = {"do_sample": cfg.do_sample, "num_beams": num_beams, "max_new_tokens": cfg.max_new_tokens,
-              "repetition_penalty": cfg.repetition_penalty, "length_penalty": cfg.length_penalty,
-              "eos_token_id": template.stop_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id,
-              "use_cache": getattr(cfg, "use_kv_cache", True)}
-    if cfg.do_sample and cfg.temperature > 1e-5:
-        kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
-    else:
-        kwargs["do_sample"] = False
-    return kwargs
+def generation_kwargs(cfg: Config, template, tokenizer) -> dict:
+    """transformers generate() arguments from the generation options (model/generation.py)."""
+    from tunery.model.generation import predict_generate_kwargs
+
+    return predict_generate_kwargs(cfg, template, tokenizer)
 
 
 def generate(model, tokenizer, prompts: list[list[int]], batch_size: int, kwargs: dict) -> list[list[int]]:
@@ -52,7 +49,7 @@ def _column(examples, name: str):
     return examples[name] if hasattr(examples, "column_names") else [e[name] for e in examples]
 
 
-def run_predict(trainer, cfg, tokenizer, template, examples) -> dict:
+def run_predict(trainer, cfg: Config, tokenizer, template, examples) -> dict:
     """Generate on the main process, write the predictions and the scores; returns the metrics."""
     from tunery.train.metrics import similarity
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 from array import array
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunery.errors import TuneryError
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 
 class RanksDisagree(TuneryError):
@@ -31,7 +34,7 @@ def data_digest(examples: list[dict] | None) -> str:
     return digest.hexdigest()
 
 
-def rank_summary(cfg, train: list[dict] | None, evaluation: list[dict] | None) -> dict[str, Any]:
+def rank_summary(cfg: Config, train: list[dict] | None, evaluation: list[dict] | None) -> dict[str, Any]:
     options = json.loads(json.dumps(cfg.to_dict(explicit_only=True), default=str, sort_keys=True))
     return {"options": options, "train": data_digest(train), "train_examples": len(train or []),
             "eval": data_digest(evaluation)}
@@ -57,7 +60,7 @@ def disagreement(summaries: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def check_ranks_agree(cfg, args, train: list[dict] | None, evaluation: list[dict] | None) -> None:
+def check_ranks_agree(cfg: Config, args, train: list[dict] | None, evaluation: list[dict] | None) -> None:
     """Raise RanksDisagree on every rank (the message on rank 0 only) when the ranks' options or data differ."""
     if args.world_size <= 1:
         return

@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from typing import TYPE_CHECKING
 
 from tunery.errors import TuneryError
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 
@@ -57,7 +61,7 @@ class ApiScorer:
         return torch.tensor([float(s) for s in scores])
 
 
-def load_scorer(cfg, tokenizer, device):
+def load_scorer(cfg: Config, tokenizer, device):
     from tunery.train.models import freeze, load_reward_model, merge_adapter
 
     if cfg.reward_model_type == "api":

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import torch
 from trl import RewardConfig, RewardTrainer as TrlRewardTrainer
+from typing import TYPE_CHECKING
 
 from tunery.train.trainer_base import TrlTrainerMixin
 from tunery.train.workflow import Stage, run_stage
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 
 def _pairs(examples):
@@ -17,7 +21,7 @@ def _pairs(examples):
 
 
 class RewardTrainer(TrlTrainerMixin, TrlRewardTrainer):
-    def trl_config(self, cfg, args):
+    def trl_config(self, cfg: Config, args):
         return RewardConfig, dict(max_length=None, disable_dropout=False)
 
     def __init__(self, *args, **kwargs):
@@ -35,7 +39,7 @@ class RewardTrainer(TrlTrainerMixin, TrlRewardTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def _collator(cfg, tokenizer, multiple_of, model=None):
+def _collator(cfg: Config, tokenizer, multiple_of, model=None):
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
     return DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id, pad_to_multiple_of=multiple_of)
@@ -44,5 +48,5 @@ def _collator(cfg, tokenizer, multiple_of, model=None):
 RM = Stage(RewardTrainer, _collator)  # saves "score": the model loads with a score head (config/stages.py)
 
 
-def run_rm(cfg) -> None:
+def run_rm(cfg: Config) -> None:
     run_stage(cfg, RM)

@@ -4,8 +4,12 @@ that `tunery train -h` stays fast."""
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from tunery.config.stages import stage_spec
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 
 def recipe(stage: str):
@@ -14,7 +18,7 @@ def recipe(stage: str):
     return getattr(importlib.import_module(module), func)
 
 
-def run_train(cfg) -> None:
+def run_train(cfg: Config) -> None:
     stage_spec(cfg.stage)  # validation refuses unknown stages; this guards direct API use
     from tunery.utils.memory import apply_malloc_mmap_threshold
 

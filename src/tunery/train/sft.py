@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from transformers import Trainer
+from typing import TYPE_CHECKING
 
 from tunery.data.collate import build_collator
 from tunery.train.sft_losses import SftLossMixin
 from tunery.train.trainer_base import TuneryTrainerMixin
 from tunery.train.workflow import Stage, run_stage
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 
 class SftTrainer(SftLossMixin, TuneryTrainerMixin, Trainer):
@@ -19,7 +23,7 @@ class SftTrainer(SftLossMixin, TuneryTrainerMixin, Trainer):
         self.setup_sft_loss(ref_model)
 
 
-def seq2seq_collator(cfg, tokenizer, multiple_of, model=None):
+def seq2seq_collator(cfg: Config, tokenizer, multiple_of, model=None):
     from transformers import DataCollatorForSeq2Seq
 
     from tunery.data.records import IGNORE_INDEX
@@ -41,7 +45,7 @@ def token_accuracy(eval_pred) -> dict[str, float]:
     return {"accuracy": float((preds[mask] == labels[mask]).mean()) if mask.any() else 0.0}
 
 
-def _sft_kwargs(cfg, tokenizer) -> dict:
+def _sft_kwargs(cfg: Config, tokenizer) -> dict:
     kwargs = {}
     if cfg.compute_accuracy:
         kwargs.update(compute_metrics=token_accuracy, preprocess_logits_for_metrics=_argmax)
@@ -55,5 +59,5 @@ def _sft_kwargs(cfg, tokenizer) -> dict:
 SFT = Stage(SftTrainer, build_collator, trainer_kwargs=_sft_kwargs)  # packing-aware; plain padding otherwise
 
 
-def run_sft(cfg) -> None:
+def run_sft(cfg: Config) -> None:
     run_stage(cfg, SFT)

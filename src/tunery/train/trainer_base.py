@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import torch
 
 from tunery.train.cpu_fsdp import ShardedCheckpoints
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 
@@ -41,7 +45,7 @@ class TuneryTrainerMixin(ShardedCheckpoints):
     """Mixed into a transformers Trainer (first in the bases). ``cfg`` is the run's Config. A model transformers
     sharded at load time (FSDP2 on CPU) gets resumable checkpoints from :class:`ShardedCheckpoints`."""
 
-    def __init__(self, *args, cfg, **kwargs):
+    def __init__(self, *args, cfg: Config, **kwargs):
         self.cfg = cfg
         super().__init__(*args, **kwargs)
         self._stored: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
@@ -136,10 +140,10 @@ class TrlTrainerMixin(TuneryTrainerMixin):
     config (``trl_config`` returns its class and options) and the encoded examples into datasets. Tunery writes its
     own artifacts: no model card README.md in output_dir (it could overwrite a user's file) and no usage ping."""
 
-    def trl_config(self, cfg, args) -> tuple[type, dict]:
+    def trl_config(self, cfg: Config, args) -> tuple[type, dict]:
         raise NotImplementedError
 
-    def __init__(self, *args, cfg, **kwargs):
+    def __init__(self, *args, cfg: Config, **kwargs):
         config_cls, options = self.trl_config(cfg, kwargs["args"])
         kwargs["args"] = trl_arguments(config_cls, kwargs["args"], **options)
         train, evaluation = as_dataset(kwargs.get("train_dataset")), as_dataset(kwargs.get("eval_dataset"))

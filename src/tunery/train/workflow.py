@@ -10,10 +10,13 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunery.errors import TuneryError
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 
@@ -43,14 +46,14 @@ class Stage:
     trainer_kwargs: Callable[[Any, Any], dict] = field(default=lambda cfg, tokenizer: {})  # e.g. the ref model
 
 
-def _encode(cfg, records, template, tokenizer, stage: str):
+def _encode(cfg: Config, records, template, tokenizer, stage: str):
     """The records encoded for ``stage`` as a memory-mapped Dataset (Arrow files in a temporary folder)."""
     from tunery.data.dataset import encode_to_dataset
 
     return encode_to_dataset(cfg, records, template, tokenizer, stage)
 
 
-def _evaluation_records(cfg, stage: str):
+def _evaluation_records(cfg: Config, stage: str):
     """Records for evaluation or prediction without training: eval_dataset, or the val_size split of dataset."""
     from tunery.data.loader import load_datasets
 
@@ -87,25 +90,6 @@ def load_data(cfg, tokenizer, template):
     return PreparedData([], None)
 
 
-def load_stage_model(cfg, tokenizer, stage: Stage):
-    """The model with its fine-tuning method attached (training) or its adapters merged (evaluation only)."""
-    from tunery.config.stages import stage_spec
-    from tunery.model.adapters import load_adapters, prepare_for_training
-    from tunery.model.load import load_model
-    from tunery.train import cpu_fsdp
-    from tunery.train.models import load_reward_model
-
-    # a stage that saves a score head loads the model with a 1-output one (AutoModelForSequenceClassification)
-    reward_head = stage_spec(cfg.stage).saves == "score"
-    sharding = cpu_fsdp.load_kwargs(cfg)  # CPU FSDP2: transformers shards the model as it loads
-    model = load_reward_model(cfg, tokenizer) if reward_head else load_model(cfg, tokenizer, **sharding)
-    if sharding:
-        cpu_fsdp.check_wrapped(cfg, model)
-    if cfg.do_train:
-        return prepare_for_training(model, cfg)
-    return load_adapters(model, cfg, is_trainable=False)
-
-
 def _close_progress_bar(trainer) -> None:
     """End the progress bar's line when training stops with an error, so that the error starts a line of its own."""
     from transformers.trainer_callback import ProgressCallback
@@ -116,11 +100,10 @@ def _close_progress_bar(trainer) -> None:
             callback.training_bar = None
 
 
-def run_stage(cfg, stage: Stage) -> None:
+def run_stage(cfg: Config, stage: Stage) -> None:
     from transformers import set_seed
 
-    from tunery.data.template_select import resolve_template
-    from tunery.model.load import load_tokenizer
+    from tunery.model.session import open_session
     from tunery.train.artifacts import (
         disk_full_is_one_line,
         finish,
@@ -134,8 +117,8 @@ def run_stage(cfg, stage: Stage) -> None:
     from tunery.train.ranks import check_ranks_agree
 
     # 1. Everything that can fail on the user's input happens before the model loads.
-    tokenizer = load_tokenizer(cfg)
-    template = resolve_template(cfg, tokenizer, check_serving=True)
+    session = open_session(cfg, "train")
+    tokenizer, template = session.tokenizer, session.template
     data = load_data(cfg, tokenizer, template)
     evaluation = _each_eval_dataset(cfg, template, tokenizer) if cfg.eval_on_each_dataset else data.eval
     if cfg.debug_data and cfg.do_train:
@@ -161,7 +144,12 @@ def run_stage(cfg, stage: Stage) -> None:
 
     # 2. Model and fine-tuning method (the seed makes new LoRA/head weights the same in every process and run).
     set_seed(cfg.seed)
-    model = load_stage_model(cfg, tokenizer, stage)
+    from tunery.train import cpu_fsdp
+
+    sharding = cpu_fsdp.load_kwargs(cfg)  # CPU FSDP2: transformers shards the model as it loads
+    model = session.load_model(**sharding)  # the method attached (training) or the adapters merged; a score head
+    if sharding:
+        cpu_fsdp.check_wrapped(cfg, model)
     if resume:
         check_fits_model(resume, model)
 

@@ -15,8 +15,12 @@ import ctypes
 import ctypes.util
 import os
 import platform
+from typing import TYPE_CHECKING
 
 from tunery.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config.loader import Config
 
 logger = get_logger(__name__)
 
@@ -33,21 +37,21 @@ def _glibc():
         return None
 
 
-def threshold_mb(cfg) -> int:
+def threshold_mb(cfg: Config) -> int:
     """The threshold to apply in MiB (0: leave malloc alone). Unset: 1 MiB for CPU training, 0 with a GPU (there the
     activations live in the device's own caching allocator). 1 MiB catches the hidden-state tensors of even small
     models (a 512-wide model's 1,000-token row is 2 MiB); 4 MiB let them fall back to the heap in the benchmark."""
-    value = getattr(cfg, "malloc_mmap_threshold_mb", None)
+    value = cfg.malloc_mmap_threshold_mb
     if value is not None:
         return value
     from tunery.utils import device
 
-    if getattr(cfg, "use_cpu", False):
+    if cfg.use_cpu:
         return 1
     return 0 if (device.cuda_available() or device.mps_available()) else 1
 
 
-def apply_malloc_mmap_threshold(cfg) -> bool:
+def apply_malloc_mmap_threshold(cfg: Config) -> bool:
     """Set glibc's mmap threshold for this process; True when it was set."""
     mb = threshold_mb(cfg)
     if mb <= 0:
