@@ -160,7 +160,7 @@ def _packing(cfg) -> None:
 
 def check_streaming(cfg) -> None:
     """The options ``streaming: true`` cannot work with, each refused in one line."""
-    if not getattr(cfg, "streaming", False):
+    if not cfg.streaming:
         return
     where = cfg.where
     if not uses(cfg.stage, "streaming"):

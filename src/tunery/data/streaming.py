@@ -129,7 +129,7 @@ def stream_datasets(cfg, tokenizer, template):
 
     check_streaming(cfg)  # the option rules, again for direct API use
     check_packing_options(cfg)
-    check_template_tokens(template, tokenizer, getattr(cfg, "model_name_or_path", "") or "")
+    check_template_tokens(template, tokenizer, cfg.model_name_or_path or "")
     names = _names(list(cfg.dataset or []))
     if not names:
         raise ConfigError("no dataset given — set dataset to one or more names from dataset_info.json")

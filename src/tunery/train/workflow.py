@@ -79,7 +79,7 @@ def load_data(cfg, tokenizer, template):
     """Encoded train/eval examples for the run (eval only when evaluating without training)."""
     from tunery.data.dataset import PreparedData, prepare_datasets
 
-    if cfg.do_train and getattr(cfg, "streaming", False):
+    if cfg.do_train and cfg.streaming:
         from tunery.data.streaming import stream_datasets
 
         return stream_datasets(cfg, tokenizer, template)
