@@ -11,7 +11,8 @@ import pytest
 
 from tunery.demo import DATA_DIR
 from tunery.demo.chat_templates import LLAMA3_CHAT_TEMPLATE, QWEN2_5_CHAT_TEMPLATE, QWEN_DEFAULT_SYSTEM
-from tunery.demo.tiny import MARKER, build_tiny_model, is_built, main
+from tunery.cli import main as tunery_main
+from tunery.demo.tiny import MARKER, build_tiny_model, is_built
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 LLAMA3_SPECIALS = [
@@ -203,6 +204,9 @@ def test_warmup_is_deterministic_and_trains(tmp_path, tiny_llama3_dir):
 
 
 def test_cli_main(tmp_path, capsys):
+    def main(argv):
+        return tunery_main(["demo", *argv])
+
     out = tmp_path / "cli-model"
     assert main(["--output", str(out), "--family", "qwen", "--seed", "3"]) == 0
     text = capsys.readouterr().out

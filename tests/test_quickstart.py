@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from tunery.demo import quickstart
+from tunery.cli import main
 
 
 def test_quickstart_learns_the_identity(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert quickstart.main([]) == 0
+    assert main(["quickstart"]) == 0
     out = capsys.readouterr().out
     assert "names itself 'Tunery' in 2/2 answers (base: 0/2)" in out, out
     run = tmp_path / "saves" / "tiny-llama3" / "lora" / "quickstart"

@@ -166,9 +166,32 @@ def _version(argv: list[str]) -> int:
 
 
 def _demo(argv: list[str]) -> int:
-    from tunery.demo.tiny import main as demo_main
+    import argparse
+    import json
 
-    return demo_main(argv) or 0
+    from tunery.demo.tiny import FAMILIES, MARKER, SIZES, build_tiny_model
+    from tunery.errors import TuneryError
+
+    parser = argparse.ArgumentParser(prog="tunery demo", description="Build the embedded tiny model.")
+    parser.add_argument("--output", "-o", required=True, help="folder to write the model to")
+    parser.add_argument("--family", choices=FAMILIES, default="llama3")
+    parser.add_argument("--size", choices=tuple(SIZES), default="tiny")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup-steps", type=int, default=0,
+                        help="full-parameter warm-up steps on generic bundled text (default 0)")
+    parser.add_argument("--overwrite", action="store_true", help="replace whatever the output folder holds")
+    args = parser.parse_args(argv)
+    try:
+        out = build_tiny_model(args.output, family=args.family, size=args.size, seed=args.seed,
+                               overwrite=args.overwrite, warmup_steps=args.warmup_steps)
+    except (FileExistsError, ValueError) as exc:
+        raise TuneryError(str(exc)) from None
+    marker = json.loads((out / MARKER).read_text(encoding="utf-8"))
+    n = marker["num_parameters"]
+    print(f"Built {args.family} ({args.size}) model at {out}")
+    print(f"Parameters: {n:,} ({n / 1e6:.2f}M); vocabulary: {marker['vocab_size']} "
+          f"(tokenizer: {marker['tokenizer_size']} tokens)")
+    return 0
 
 
 def _eval(argv: list[str]) -> int:
@@ -209,16 +232,83 @@ def _estimate(argv: list[str]) -> int:
     return run_estimate(cfg)
 
 
-def _runs(argv: list[str]) -> int:
-    from tunery.runs.commands import run_runs
+RUNS_USAGE = ("usage: tunery runs [SAVES_DIR]            list runs (default: TUNERY_SAVES_DIR or ./saves)\n"
+         "       tunery runs diff RUN_A RUN_B       options, versions and data that differ\n"
+         "       tunery runs plot RUN ... [--output FILE.png]   loss / eval loss / reward curves overlaid")
 
-    return run_runs(argv)
+
+def _default_saves_dir() -> str:
+    import os
+
+    return os.environ.get("TUNERY_SAVES_DIR", "saves")
+
+
+def _runs(argv: list[str]) -> int:
+    from tunery.errors import ConfigError
+    from tunery.runs import compare, listing
+
+    if argv and argv[0] in ("-h", "--help"):
+        print(RUNS_USAGE)
+        return 0
+    if argv and argv[0] == "diff":
+        if len(argv) != 3:
+            raise ConfigError("tunery runs diff needs two run folders — tunery runs diff RUN_A RUN_B")
+        for path in argv[1:]:
+            _must_be_folder(path)
+        print(compare.format_diff(argv[1], argv[2], compare.diff_runs(argv[1], argv[2])))
+        return 0
+    if argv and argv[0] == "plot":
+        paths, output = [], None
+        rest = argv[1:]
+        i = 0
+        while i < len(rest):
+            if rest[i] in ("--output", "-o") and i + 1 < len(rest):
+                output, i = rest[i + 1], i + 2
+                continue
+            if rest[i].startswith("--output="):
+                output = rest[i].split("=", 1)[1]
+            else:
+                paths.append(rest[i])
+            i += 1
+        if not paths:
+            raise ConfigError("tunery runs plot needs at least one run folder — tunery runs plot RUN_A RUN_B")
+        for path in paths:
+            _must_be_folder(path)
+        print(compare.plot_runs(paths, output or "runs_compared.png"))
+        return 0
+    if len(argv) > 1:
+        raise ConfigError(f"tunery runs: unexpected arguments {' '.join(argv[1:])!r}\n{RUNS_USAGE}".splitlines()[0])
+    saves = argv[0] if argv else _default_saves_dir()
+    _must_be_folder(saves)
+    runs = listing.list_runs(saves)
+    if not runs:
+        print(f"no runs under {saves}")
+        return 0
+    print(listing.format_table(runs))
+    return 0
+
+
+def _must_be_folder(path: str) -> None:
+    import os
+
+    from tunery.errors import TuneryError
+
+    if not os.path.isdir(path):
+        raise TuneryError(f"'{path}' is not a folder — give a run's output_dir (or a saves folder for the list)")
 
 
 def _quickstart(argv: list[str]) -> int:
-    from tunery.demo.quickstart import main as quickstart_main
+    import argparse
 
-    return quickstart_main(argv) or 0
+    from tunery.demo.quickstart import run_quickstart
+
+    parser = argparse.ArgumentParser(prog="tunery quickstart", description="Build the tiny model, LoRA-fine-tune it "
+                                     "on the bundled identity set and compare its answers with the base model's.")
+    parser.add_argument("--model-dir", default="models/tiny-llama3", help="where the tiny model is built")
+    parser.add_argument("--output-dir", default="saves/tiny-llama3/lora/quickstart", help="training output_dir")
+    parser.add_argument("--epochs", type=float, default=None, help="training epochs (default: quickstart.yaml's)")
+    args = parser.parse_args(argv)
+    return run_quickstart(args.model_dir, args.output_dir, args.epochs)
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {

@@ -9,7 +9,6 @@ The whole main job in one command, offline, in a few minutes on two CPU cores. T
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -30,38 +29,33 @@ def _answers(cfg_overrides: dict) -> list[str]:
     return [engine.chat([{"role": "user", "content": q}]).text.strip() for q in QUESTIONS]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="tunery quickstart", description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", default="models/tiny-llama3", help="where the tiny model is built")
-    parser.add_argument("--output-dir", default="saves/tiny-llama3/lora/quickstart", help="training output_dir")
-    parser.add_argument("--epochs", type=float, default=None, help="training epochs (default: quickstart.yaml's)")
-    args = parser.parse_args(argv)
-
+def run_quickstart(model_dir: str, output_dir: str, epochs: float | None = None) -> int:
+    """The three steps (the arguments are parsed by ``tunery quickstart`` in cli.py)."""
     from tunery.demo.tiny import build_tiny_model
     from tunery.config import parse_config
     from tunery.train.run import run_train
 
     start = time.time()
-    print(f"[1/3] building the tiny Llama-3-style model in {args.model_dir}")
-    model_dir = str(build_tiny_model(args.model_dir, family="llama3"))
+    print(f"[1/3] building the tiny Llama-3-style model in {model_dir}")
+    model_dir = str(build_tiny_model(model_dir, family="llama3"))
 
-    print(f"[2/3] LoRA fine-tuning on the bundled identity set → {args.output_dir}")
-    overrides = {"model_name_or_path": model_dir, "dataset_dir": str(DATA_DIR), "output_dir": args.output_dir,
+    print(f"[2/3] LoRA fine-tuning on the bundled identity set → {output_dir}")
+    overrides = {"model_name_or_path": model_dir, "dataset_dir": str(DATA_DIR), "output_dir": output_dir,
                  "placeholders": {"name": NAME, "author": AUTHOR}}
-    if args.epochs is not None:
-        overrides["num_train_epochs"] = args.epochs
+    if epochs is not None:
+        overrides["num_train_epochs"] = epochs
     run_train(parse_config("train", [str(CONFIG)], overrides=overrides))
 
     print("[3/3] greedy answers, base model vs. fine-tuned (base + adapter)")
     chat = {"model_name_or_path": model_dir, "template": "llama3", "do_sample": False, "max_new_tokens": 48}
     base = _answers(chat)
-    tuned = _answers(dict(chat, adapter_name_or_path=args.output_dir, finetuning_type="lora"))
+    tuned = _answers(dict(chat, adapter_name_or_path=output_dir, finetuning_type="lora"))
     for question, before, after in zip(QUESTIONS, base, tuned):
         print(f"\nUser: {question}\n  base : {before!r}\n  tuned: {after!r}")
     learned = sum(NAME in answer for answer in tuned)
     print(f"\nThe fine-tuned model names itself '{NAME}' in {learned}/{len(QUESTIONS)} answers "
           f"(base: {sum(NAME in a for a in base)}/{len(QUESTIONS)}). Total time {time.time() - start:.0f} s.")
-    print(f"Artifacts: {Path(args.output_dir).resolve()} (adapter, trainer_log.jsonl, training_loss.png)")
-    print(f"Chat yourself: tunery chat --model_name_or_path {model_dir} --adapter_name_or_path {args.output_dir} "
+    print(f"Artifacts: {Path(output_dir).resolve()} (adapter, trainer_log.jsonl, training_loss.png)")
+    print(f"Chat yourself: tunery chat --model_name_or_path {model_dir} --adapter_name_or_path {output_dir} "
           "--template llama3 --finetuning_type lora")
     return 0

@@ -8,7 +8,7 @@ never the identity answers). The result is an ordinary Hugging Face folder that 
 
 Command line::
 
-    python -m tunery.demo.tiny --output models/tiny-llama3 [--family llama3|qwen] [--size tiny|bench] [--seed 0]
+    tunery demo --output models/tiny-llama3 [--family llama3|qwen] [--size tiny|bench] [--seed 0]
 
 Identity quickstart on the ``tiny`` build (measured with transformers Trainer + peft, prompt labels -100): LoRA rank 16,
 alpha 32, dropout 0, all linear layers, learning rate 1e-2 (5e-3 works too), cosine schedule, batch size 8, 15 epochs
@@ -20,14 +20,12 @@ gets the English answer). The model is too small to recite every one of the 87 a
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Union
 
 from tunery.demo import DATA_DIR
 from tunery.demo.chat_templates import LLAMA3_CHAT_TEMPLATE, QWEN2_5_CHAT_TEMPLATE
@@ -349,31 +347,3 @@ def build_tiny_model(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tunery.demo.tiny", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", "-o", required=True, help="folder to write the model to")
-    parser.add_argument("--family", choices=FAMILIES, default="llama3")
-    parser.add_argument("--size", choices=tuple(SIZES), default="tiny")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--warmup-steps", type=int, default=0,
-                        help="full-parameter warm-up steps on generic bundled text (default 0)")
-    parser.add_argument("--overwrite", action="store_true", help="replace whatever the output folder holds")
-    args = parser.parse_args(argv)
-    try:
-        out = build_tiny_model(args.output, family=args.family, size=args.size, seed=args.seed,
-                               overwrite=args.overwrite, warmup_steps=args.warmup_steps)
-    except (FileExistsError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    marker = json.loads((out / MARKER).read_text(encoding="utf-8"))
-    n = marker["num_parameters"]
-    print(f"Built {args.family} ({args.size}) model at {out}")
-    print(f"Parameters: {n:,} ({n / 1e6:.2f}M); vocabulary: {marker['vocab_size']} "
-          f"(tokenizer: {marker['tokenizer_size']} tokens)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
