@@ -52,23 +52,9 @@ def _num(value: float | None) -> str:
 
 
 def _alive(pid: Any, host: Any) -> bool:
-    if not isinstance(pid, int) or host != socket.gethostname():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _not_zombie(pid)
+    from tunery.utils.processes import pid_running
 
-
-def _not_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+    return isinstance(pid, int) and host == socket.gethostname() and pid_running(pid)
 
 
 def is_run(path: str) -> bool:

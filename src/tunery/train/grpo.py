@@ -179,19 +179,9 @@ class TuneryGrpoTrainer(GRPOTrainer):
         self.tunery_columns = {"train": prompts.columns, "eval": eval_prompts.columns if eval_prompts else []}
         self.tunery_completions = completions
         self.tunery_generations = self.tunery_written = 0
-        # As for dpo/kto (trainer_base.TrlPreferenceMixin): TRL's copy of the adapter as the reference would run
-        # PiSSA's init on the base weights again; without it the reference is the policy with its adapter off.
-        lora = getattr(kwargs["model"], "peft_config", {}).get("default")
-        init = getattr(lora, "init_lora_weights", None)
-        if lora is not None:
-            lora.init_lora_weights = True
-        try:
-            super().__init__(*args, **kwargs)
-        finally:
-            if lora is not None:
-                lora.init_lora_weights = init
-        if "ref" in getattr(self.model, "peft_config", {}):
-            self.model.delete_adapter("ref")
+        from tunery.train.trainer_base import init_with_policy_as_reference
+
+        init_with_policy_as_reference(super().__init__, *args, **kwargs)  # as for dpo/kto
 
     def create_model_card(self, *args, **kwargs) -> None:
         return None  # Tunery writes its own artifacts: no README.md that could overwrite a user's file

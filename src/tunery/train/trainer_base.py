@@ -158,23 +158,30 @@ class TrlTrainerMixin(TuneryTrainerMixin):
         return None
 
 
+def init_with_policy_as_reference(init, *args, **kwargs) -> None:
+    """Run a TRL trainer's ``init`` so that a LoRA run's reference is the policy with its adapter off: TRL's copy of
+    the adapter ("ref") is dropped, and made without PiSSA's init (which would run on the base weights again)."""
+    lora = getattr(kwargs["model"], "peft_config", {}).get("default")
+    saved = getattr(lora, "init_lora_weights", None)
+    if lora is not None:
+        lora.init_lora_weights = True
+    try:
+        init(*args, **kwargs)
+    finally:
+        if lora is not None:
+            lora.init_lora_weights = saved
+    trainer = getattr(init, "__self__", None)
+    if trainer is not None and "ref" in getattr(trainer.model, "peft_config", {}):
+        trainer.model.delete_adapter("ref")  # TRL then disables the adapter for the reference pass
+
+
 class TrlPreferenceMixin(TrlTrainerMixin):
     """dpo/kto on TRL's trainers. The encoded examples go in as they are (TRL's own tokenization and in-batch KL
     pairing are skipped: Tunery's encoder is LLaMA-Factory's), and a LoRA run's reference model is the policy with
     its adapter switched off, as in LLaMA-Factory — not TRL's frozen copy of the starting adapter."""
 
     def __init__(self, *args, **kwargs):
-        lora = getattr(kwargs["model"], "peft_config", {}).get("default")
-        init = getattr(lora, "init_lora_weights", None)
-        if lora is not None:
-            lora.init_lora_weights = True  # TRL's copy of the adapter would run PiSSA's init on the base weights again
-        try:
-            super().__init__(*args, **kwargs)
-        finally:
-            if lora is not None:
-                lora.init_lora_weights = init
-        if "ref" in getattr(self.model, "peft_config", {}):
-            self.model.delete_adapter("ref")  # TRL then disables the adapter for the reference pass
+        init_with_policy_as_reference(super().__init__, *args, **kwargs)
 
     def _prepare_dataset(self, dataset, *args, **kwargs):
         return dataset

@@ -38,20 +38,12 @@ def _now() -> float:
 
 
 def _pid_alive(pid: int) -> bool:
+    from tunery.utils.processes import pid_running
+
     child = _CHILDREN.get(pid)
     if child is not None:
         return child.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not running
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
+    return pid_running(pid)
 
 
 def last_error(log_path: str) -> str | None:
