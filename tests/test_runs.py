@@ -162,3 +162,31 @@ def test_estimate_counts_full_training_state(tiny_llama3_dir, tmp_path, capsys):
     assert full["memory"]["gradients"] == params * 4 and full["memory"]["optimizer states"] == params * 8
     assert lora["memory"]["gradients"] == lora["model"]["trainable"] * 4
     assert full["time"]["step_seconds"] is None  # not probed
+
+
+@pytest.mark.parametrize("stage, dataset, method", [
+    ("dpo", "dpo_en_demo", "full"),  # a separate reference model: randomly initialised for the probe
+    ("rm", "dpo_en_demo", "lora"),  # a score head
+    ("kto", "kto_en_demo", "lora"),
+])
+def test_estimate_times_each_stage_with_its_own_trainer(stage, dataset, method, tiny_llama3_dir, shared_datasets,
+                                                        tmp_path, capsys):
+    out = tmp_path / "never"
+    flags = options(tiny_llama3_dir, out, stage=stage, dataset=dataset, dataset_dir=shared_datasets,
+                    finetuning_type=method, max_samples=16)
+    assert main(["estimate", "--format", "json", *flags]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    probe = result["probe"]
+    assert "the stage's Trainer" in result["time"]["method"] and result["time"]["step_seconds"] > 0
+    # the trained model's passes saw both answers of each pair (kto: the completion; its KL pair runs without grad)
+    rows = 2 if stage in ("dpo", "rm") else 1
+    assert probe["step_tokens"] >= rows * 2 * 8, probe  # 2 examples a micro-batch, longer than 8 tokens each
+    assert not out.exists()
+
+
+def test_estimate_does_not_time_generating_stages(tiny_llama3_dir, shared_datasets, tmp_path, capsys):
+    flags = options(tiny_llama3_dir, tmp_path / "never", stage="grpo", dataset="alpaca_en_demo",
+                    dataset_dir=shared_datasets, reward_funcs="length", max_samples=8)
+    assert main(["estimate", "--format", "json", *flags]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["time"]["step_seconds"] is None and "estimate_tflops" in result["time"]["method"]

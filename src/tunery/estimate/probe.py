@@ -5,8 +5,10 @@ micro-batch keeps for the backward pass, and the time of a training step.
   every tensor autograd saves for the backward pass is counted once (by storage; parameters excluded). The
   difference is one layer's share, the rest is the embeddings, head and loss — exact for any architecture.
 * Time: the full-depth model (when it is small enough to build here) or the 1- and 2-layer ones extrapolated, trained
-  for a few steps by the real transformers Trainer with the run's arguments at the run's median and largest
-  micro-batches: the two give a step's fixed cost and its cost per token.
+  for a few steps the way the run trains: the stage's own Trainer class, collator and logging callback, the run's
+  arguments and sampler, on the run's own encoded examples (a reference model, where the stage has one, randomly
+  initialised too). The mean step after a warm-up, with the tokens its micro-batches held, is what the run's step
+  time is scaled from.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from tunery.config.loader import Config
 
 FULL_DEPTH_PROBE_PARAMS = 400_000_000  # above this the step time is extrapolated from 1 and 2 layers
-REPEATS = 3
+PROBE_STEPS, WARMUP_STEPS = 7, 2  # optimizer steps the probe runs; the mean of those after the warm-up counts
 
 
 @dataclass
@@ -27,9 +29,9 @@ class ProbeResult:
     layer_bytes_per_token: float
     base_bytes_per_token: float
     largest_saved_per_token: float  # the biggest single saved tensor (the logits' share): the backward's transient
-    step_seconds: float | None  # one optimizer step (all its micro-batches) at the median micro-batch
-    peak_step_seconds: float | None  # the same at the largest micro-batch (None when it is the median's size)
-    method: str  # how the time was found: "full model", "1-2 layer extrapolation", or "not probed"
+    step_seconds: float | None  # one optimizer step (all its micro-batches), the mean over the timed steps
+    step_tokens: float | None  # tokens per micro-batch in those steps (padding included), their mean
+    method: str  # how the time was found: "full model", "1-2 layer extrapolation", or why it was not probed
 
 
 def _probe_cfg(cfg: Config, gradient_checkpointing: bool) -> Config:
@@ -39,25 +41,37 @@ def _probe_cfg(cfg: Config, gradient_checkpointing: bool) -> Config:
                        disable_gradient_checkpointing=not gradient_checkpointing)
 
 
-def build_probe_model(cfg: Config, num_layers: int | None, gradient_checkpointing: bool):
-    """Random weights (seeded), the run's dtype, attention and fine-tuning method."""
-    import logging
-
+def _random_model(cfg: Config, path: str, num_layers: int | None):
+    """Seeded random weights from ``path``'s config, the run's dtype and attention; a 1-output score head when the
+    stage trains a reward model."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from tunery.model.adapters import prepare_for_training
+    from tunery.config.stages import stage_spec
     from tunery.model.load import attention_implementation, compute_dtype
 
-    config = AutoConfig.from_pretrained(cfg.model_name_or_path, trust_remote_code=cfg.trust_remote_code)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
     if num_layers is not None:
         config.num_hidden_layers = num_layers
         if getattr(config, "layer_types", None):
             config.layer_types = config.layer_types[:num_layers]
+    model_class = AutoModelForCausalLM
+    if stage_spec(cfg.stage).saves == "score":
+        model_class, config.num_labels = AutoModelForSequenceClassification, 1
     attn = attention_implementation(cfg)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=compute_dtype(cfg),
-                                             **({"attn_implementation": attn} if attn else {}))
+    return model_class.from_config(config, dtype=compute_dtype(cfg), **({"attn_implementation": attn} if attn else {}))
+
+
+def build_probe_model(cfg: Config, num_layers: int | None, gradient_checkpointing: bool, tokenizer=None):
+    """Random weights (seeded), the run's dtype, attention and fine-tuning method."""
+    import logging
+
+    from tunery.model.adapters import prepare_for_training
+
+    model = _random_model(cfg, cfg.model_name_or_path, num_layers)
+    if tokenizer is not None and getattr(model.config, "num_labels", None) == 1:
+        model.config.pad_token_id = tokenizer.pad_token_id  # a reward model reads the last non-pad token
     pcfg = _probe_cfg(cfg, gradient_checkpointing)
     quiet = logging.getLogger("tunery")
     level = quiet.level
@@ -70,13 +84,28 @@ def build_probe_model(cfg: Config, num_layers: int | None, gradient_checkpointin
     return model
 
 
+def _random_reference(num_layers: int | None):
+    """The stage's ``reference`` loader for the probe: what train/models.py would load, randomly initialised."""
+    def reference(cfg: Config, tokenizer):
+        from tunery.train.models import freeze, reference_path
+
+        path = reference_path(cfg)
+        return None if path is None else freeze(_random_model(cfg, path, num_layers))
+
+    return reference
+
+
 def _batch(model, rows: int, length: int, padding_free: bool, examples_in_row: int):
+    """A random micro-batch of ``rows`` × ``length`` tokens, every token a label (a reward model's score head: none,
+    its loss is computed outside the model)."""
     import torch
 
     vocab = model.get_input_embeddings().weight.shape[0]
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(3, max(4, vocab - 1), (rows, length), generator=gen)
-    batch = {"input_ids": ids, "labels": ids.clone()}
+    batch = {"input_ids": ids}
+    if getattr(model.config, "num_labels", None) != 1 or not hasattr(model, "score"):
+        batch["labels"] = ids.clone()
     if padding_free and examples_in_row > 1:
         per = max(1, length // examples_in_row)
         batch["position_ids"] = (torch.arange(length) % per).unsqueeze(0)
@@ -105,68 +134,84 @@ def saved_bytes(model, batch) -> tuple[int, int]:
     return sum(seen.values()), max(seen.values(), default=0)
 
 
-def _time_steps(cfg: Config, model, batch) -> float:
-    """Seconds per optimizer step of the real transformers Trainer (the run's optimizer, accumulation, clipping,
-    scheduler and logging) feeding ``batch`` as every micro-batch; median over the steps after a warm-up one."""
-    import statistics
+def _time_steps(cfg: Config, model, examples, tokenizer, stage, num_layers: int | None) -> tuple[float, float]:
+    """(mean seconds per optimizer step, mean tokens per micro-batch) over the steps after the warm-up, of the stage's
+    Trainer on ``examples`` with the run's arguments: data loading, collation, logging and the optimizer included.
+    Tokens are counted as the trained model's forward passes receive them (padding included; a reference model's
+    passes, run without gradients, are not counted again)."""
     import tempfile
 
-    from transformers import Trainer, TrainerCallback
-
-    class StepClock(TrainerCallback):
-        def __init__(self):
-            self.ends: list[float] = []
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.ends.append(time.perf_counter())
+    import torch
+    from transformers import TrainerCallback
 
     from tunery.train.artifacts import training_arguments
+    from tunery.train.callbacks import LogCallback
 
-    steps = REPEATS + 2
-    micro = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * steps
+    seen = [0]
+    at_step_end: list[tuple[float, int]] = []
+
+    def count(_module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if torch.is_grad_enabled() and ids is not None:
+            seen[0] += ids.numel()
+
+    class StepClock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            at_step_end.append((time.perf_counter(), seen[0]))
+
+    hook = model.register_forward_pre_hook(count, with_kwargs=True)
     with tempfile.TemporaryDirectory(prefix="tunery-estimate-") as tmp:
         probe_cfg = cfg.replace(unset=("deepspeed", "fsdp", "fsdp_config", "resume_from_checkpoint", "eval_steps",
                                        "save_steps"),
-                                output_dir=tmp, max_steps=steps, save_strategy="no", eval_strategy="no",
+                                output_dir=tmp, max_steps=PROBE_STEPS, save_strategy="no", eval_strategy="no",
                                 report_to=["none"], do_eval=False, load_best_model_at_end=False, disable_tqdm=True)
         args = training_arguments(probe_cfg)
-        clock = StepClock()
-        trainer = Trainer(model=model, args=args, train_dataset=[{}] * micro,
-                          data_collator=lambda _features: {k: v.clone() for k, v in batch.items()},
-                          callbacks=[clock])
+        trainer = stage.trainer_cls(cfg=probe_cfg, model=model, args=args, train_dataset=examples,
+                                    data_collator=stage.collator(probe_cfg, tokenizer,
+                                                                 8 if args.fp16 or args.bf16 else None, model),
+                                    processing_class=tokenizer, callbacks=[LogCallback(tmp), StepClock()],
+                                    **stage.trainer_kwargs(probe_cfg, tokenizer, _random_reference(num_layers)))
         trainer.train()
-    diffs = [b - a for a, b in zip(clock.ends, clock.ends[1:])]
-    return statistics.median(diffs) if diffs else 0.0
+    hook.remove()
+    (t0, n0), (t1, n1) = at_step_end[WARMUP_STEPS - 1], at_step_end[-1]
+    steps = len(at_step_end) - WARMUP_STEPS
+    return (t1 - t0) / steps, (n1 - n0) / (steps * cfg.gradient_accumulation_steps)
 
 
-def run_probe(cfg: Config, total_params: int, layers: int, peak: tuple[int, int], median: tuple[int, int],
-              padding_free: bool, examples_per_row: int, time_it: bool = True) -> ProbeResult:
+def run_probe(cfg: Config, total_params: int, layers: int, peak: tuple[int, int], padding_free: bool,
+              examples_per_row: int, examples=None, tokenizer=None) -> ProbeResult:
+    """Activation memory from the 1- and 2-layer models at the ``peak`` micro-batch (rows, length); with
+    ``examples`` (the run's encoded training set) and its tokenizer, the step time too."""
     import torch
 
     torch.set_grad_enabled(True)
-    one = build_probe_model(cfg, 1, False)
-    two = build_probe_model(cfg, 2, False)
+    one = build_probe_model(cfg, 1, False, tokenizer)
+    two = build_probe_model(cfg, 2, False, tokenizer)
     peak_tokens = peak[0] * peak[1]
     b1, big1 = saved_bytes(one, _batch(one, *peak, padding_free, examples_per_row))
     b2, _ = saved_bytes(two, _batch(two, *peak, padding_free, examples_per_row))
     layer = max(0, b2 - b1) / peak_tokens
     base = max(0, b1 - (b2 - b1)) / peak_tokens
-    step = peak_step = None
+    step = step_tokens = None
     method = "not probed"
-    if time_it:
+    stage = None
+    if examples is not None:
+        from tunery.train.run import workflow_stage
+
+        stage = workflow_stage(cfg)
+        if stage is None:
+            method = f"not probed ({cfg.stage} generates inside its steps; give estimate_tflops)"
+    if stage is not None:
         gc = bool(cfg.gradient_checkpointing and not cfg.disable_gradient_checkpointing)
-        shapes = [median] + ([peak] if peak[0] * peak[1] > 1.2 * median[0] * median[1] else [])
         if total_params <= FULL_DEPTH_PROBE_PARAMS:
             del one, two
-            full = build_probe_model(cfg, None, gc)
-            times = [_time_steps(cfg, full, _batch(full, *shape, padding_free, examples_per_row)) for shape in shapes]
-            method = "full model, Trainer steps"
+            full = build_probe_model(cfg, None, gc, tokenizer)
+            step, step_tokens = _time_steps(cfg, full, examples, tokenizer, stage, None)
+            method = "full model, the stage's Trainer on the run's examples"
         else:
-            times = []
-            for shape in shapes:
-                s1 = _time_steps(cfg, one, _batch(one, *shape, padding_free, examples_per_row))
-                s2 = _time_steps(cfg, two, _batch(two, *shape, padding_free, examples_per_row))
-                times.append(s1 + max(0.0, s2 - s1) * (layers - 1))
-            method = "1-2 layer Trainer steps, extrapolated"
-        step, peak_step = times[0], (times[1] if len(times) > 1 else None)
-    return ProbeResult(layer, base, big1 / peak_tokens, step, peak_step, method)
+            del one, two
+            s1, step_tokens = _time_steps(cfg, build_probe_model(cfg, 1, gc, tokenizer), examples, tokenizer, stage, 1)
+            s2, _ = _time_steps(cfg, build_probe_model(cfg, 2, gc, tokenizer), examples, tokenizer, stage, 2)
+            step = s1 + max(0.0, s2 - s1) * (layers - 1)
+            method = "1-2 layer models, the stage's Trainer on the run's examples, extrapolated"
+    return ProbeResult(layer, base, big1 / peak_tokens, step, step_tokens, method)

@@ -72,6 +72,9 @@ def estimate(cfg: Config) -> dict:
     from tunery.data.dataset import prepare_datasets
     from tunery.model.session import open_session
 
+    from tunery.utils.memory import apply_malloc_mmap_threshold
+
+    apply_malloc_mmap_threshold(cfg)  # as the training process does: its allocations, and so its speed and memory
     device = _device()
     session = open_session(cfg, "preview")  # tokenizer and template; the model is measured on the meta device
     tokenizer, template = session.tokenizer, session.template
@@ -87,9 +90,9 @@ def estimate(cfg: Config) -> dict:
     shapes.trained_share = trained / max(1, total)
     counts = count_params(cfg, meta_model(cfg))
     examples_per_row = cfg.per_device_train_batch_size if padding_free else 1
-    probe = run_probe(cfg, counts.total, counts.layers, (shapes.peak_rows, shapes.peak_length),
-                      (shapes.mean_rows, shapes.mean_length), padding_free, examples_per_row,
-                      time_it=cfg.estimate_probe and not cfg.estimate_tflops)
+    timed = cfg.estimate_probe and not cfg.estimate_tflops
+    probe = run_probe(cfg, counts.total, counts.layers, (shapes.peak_rows, shapes.peak_length), padding_free,
+                      examples_per_row, data.train if timed else None, tokenizer)
     memory = estimate_memory(cfg, counts, shapes, probe, runtime, device)
     limit = (cfg.estimate_device_memory_gb * GiB if cfg.estimate_device_memory_gb else available_memory(device))
     step_s = _step_seconds(cfg, counts, shapes, probe)
@@ -121,17 +124,8 @@ def _step_seconds(cfg: Config, counts, shapes, probe) -> float | None:
         return flops_per_token * tokens / (cfg.estimate_tflops * 1e12)
     if probe.step_seconds is None:
         return None
-    median_tokens = max(1, shapes.mean_rows * shapes.mean_length)
-    per_token = None
-    if probe.peak_step_seconds is not None:  # a line through (median, its time) and (peak, its time), at the mean
-        per_token = max(0.0, probe.peak_step_seconds - probe.step_seconds) / max(1, shapes.peak_tokens - median_tokens)
-    if per_token is not None and probe.step_seconds >= per_token * median_tokens:  # a fixed cost ≥ 0: the line holds
-        step = probe.step_seconds + per_token * (shapes.mean_tokens - median_tokens)
-    else:
-        step = probe.step_seconds * shapes.mean_tokens / median_tokens
-    if uses(cfg.stage, "reference_model"):
-        step *= 4 / 3  # the reference model's forward pass (no backward)
-    return step
+    # the probe's steps, scaled from the tokens their micro-batches held to the epoch's mean micro-batch
+    return probe.step_seconds * shapes.mean_tokens / max(1.0, probe.step_tokens or 0.0)
 
 
 def suggestions(cfg: Config, counts, shapes, probe, runtime, device, limit) -> list[dict]:

@@ -26,8 +26,6 @@ class BatchShapes:
     mean_tokens: float  # tokens per micro-batch (padded: rows × longest), averaged over the epoch
     peak_rows: int
     peak_length: int  # the micro-batch with the most tokens: its rows and length
-    mean_rows: int
-    mean_length: int
     trained_share: float
     padding_free: bool
 
@@ -74,10 +72,9 @@ def batch_shapes(lengths: list[int], per_device: int, accumulation: int, world: 
     tokens = [r * n for r, n in batches] or [0]
     peak = max(batches, key=lambda b: b[0] * b[1]) if batches else (1, 1)
     mean_tokens = sum(tokens) / len(tokens)
-    mean = sorted(batches, key=lambda b: b[0] * b[1])[len(batches) // 2] if batches else (1, 1)
     return BatchShapes(examples=n_examples, steps=steps, micro_batches_per_step=accumulation,
-                       mean_tokens=mean_tokens, peak_rows=peak[0], peak_length=peak[1], mean_rows=mean[0],
-                       mean_length=mean[1], trained_share=0.0, padding_free=padding_free)
+                       mean_tokens=mean_tokens, peak_rows=peak[0], peak_length=peak[1], trained_share=0.0,
+                       padding_free=padding_free)
 
 
 @dataclass

@@ -133,15 +133,13 @@ class OwnPairTrainer(TuneryTrainerMixin, Trainer):
         return loss.detach(), None, None
 
 
-def _reference(cfg: Config, tokenizer) -> dict:
-    from tunery.train.models import load_reference_model
-
+def _reference(cfg: Config, tokenizer, reference) -> dict:
     if cfg.pref_loss in ("orpo", "simpo"):
         return {}
-    return {"ref_model": load_reference_model(cfg, tokenizer)}
+    return {"ref_model": reference(cfg, tokenizer)}
 
 
-def dpo_stage(cfg: Config) -> Stage:
+def workflow_stage(cfg: Config) -> Stage:
     if cfg.pref_loss in OWN_PREF_LOSSES:
         return Stage(OwnPairTrainer, lambda cfg, tok, multiple_of, model=None: PairwiseCollator(
             tok.pad_token_id, multiple_of), trainer_kwargs=_reference)
@@ -150,4 +148,4 @@ def dpo_stage(cfg: Config) -> Stage:
 
 
 def run_dpo(cfg: Config) -> None:
-    run_stage(cfg, dpo_stage(cfg))
+    run_stage(cfg, workflow_stage(cfg))

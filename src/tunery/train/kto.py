@@ -53,14 +53,16 @@ def desirable_nll(model, inputs):
     return (-logps / lengths.clamp(min=1)).mean()
 
 
-def _reference(cfg: Config, tokenizer) -> dict:
-    from tunery.train.models import load_reference_model
-
-    return {"ref_model": load_reference_model(cfg, tokenizer)}
+def _reference(cfg: Config, tokenizer, reference) -> dict:
+    return {"ref_model": reference(cfg, tokenizer)}
 
 
 KTO = Stage(KtoTrainer, lambda cfg, tok, multiple_of, model=None: TrlKtoCollator(tok.pad_token_id, multiple_of),
             trainer_kwargs=_reference)
+
+
+def workflow_stage(cfg: Config) -> Stage:
+    return KTO
 
 
 def run_kto(cfg: Config) -> None:

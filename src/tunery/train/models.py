@@ -31,16 +31,25 @@ def freeze(model):
     return model.eval()
 
 
+def reference_path(cfg: Config) -> str | None:
+    """The model a separate reference is loaded from: ``ref_model``, else the base for full/freeze training; None when
+    the policy with its adapter switched off is the reference (LoRA and the other adapters)."""
+    from tunery.config.method_options import ADAPTER_TYPES
+
+    if not cfg.ref_model and cfg.finetuning_type in ADAPTER_TYPES:
+        return None
+    return cfg.ref_model or cfg.model_name_or_path
+
+
 def load_reference_model(cfg: Config, tokenizer):
     """The frozen reference of dpo/kto/ppo: ``ref_model`` (+ ``ref_model_adapters``) when given; else None for LoRA
     (the policy with its adapter switched off is the reference) and a second copy of the base model otherwise."""
     from tunery.model.load import load_model
 
-    from tunery.config.method_options import ADAPTER_TYPES
-
-    if not cfg.ref_model and cfg.finetuning_type in ADAPTER_TYPES:
+    path = reference_path(cfg)
+    if path is None:
         return None
-    model = load_model(cfg, tokenizer, path=cfg.ref_model or cfg.model_name_or_path)
+    model = load_model(cfg, tokenizer, path=path)
     model = merge_adapter(model, cfg.ref_model_adapters if cfg.ref_model else None)
     logger.info("reference model: %s", cfg.ref_model or cfg.model_name_or_path)
     return freeze(model)

@@ -13,5 +13,9 @@ if TYPE_CHECKING:
 PT = Stage(SftTrainer, seq2seq_collator)
 
 
+def workflow_stage(cfg: Config) -> Stage:
+    return PT
+
+
 def run_pt(cfg: Config) -> None:
     run_stage(cfg, PT)

@@ -48,5 +48,9 @@ def _collator(cfg: Config, tokenizer, multiple_of, model=None):
 RM = Stage(RewardTrainer, _collator)  # saves "score": the model loads with a score head (config/stages.py)
 
 
+def workflow_stage(cfg: Config) -> Stage:
+    return RM
+
+
 def run_rm(cfg: Config) -> None:
     run_stage(cfg, RM)

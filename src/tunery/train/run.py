@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from tunery.config.stages import stage_spec
+from tunery.config.stages import stage_spec, uses
 
 if TYPE_CHECKING:
     from tunery.config.loader import Config
@@ -16,6 +16,15 @@ def recipe(stage: str):
     """The function that trains ``stage`` (its row's ``trainer``, ``module:function``)."""
     module, _, func = stage_spec(stage).trainer.partition(":")
     return getattr(importlib.import_module(module), func)
+
+
+def workflow_stage(cfg: Config):
+    """The :class:`~tunery.train.workflow.Stage` (Trainer class, collator, extra Trainer kwargs) a Trainer-based
+    stage runs with (its recipe module's ``workflow_stage``); None for ppo/grpo, whose loops are their own."""
+    if not uses(cfg.stage, "workflow"):
+        return None
+    module = stage_spec(cfg.stage).trainer.partition(":")[0]
+    return importlib.import_module(module).workflow_stage(cfg)
 
 
 def run_train(cfg: Config) -> None:

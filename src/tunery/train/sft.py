@@ -45,18 +45,20 @@ def token_accuracy(eval_pred) -> dict[str, float]:
     return {"accuracy": float((preds[mask] == labels[mask]).mean()) if mask.any() else 0.0}
 
 
-def _sft_kwargs(cfg: Config, tokenizer) -> dict:
+def _sft_kwargs(cfg: Config, tokenizer, reference) -> dict:
     kwargs = {}
     if cfg.compute_accuracy:
         kwargs.update(compute_metrics=token_accuracy, preprocess_logits_for_metrics=_argmax)
     if cfg.use_asft_loss and cfg.do_train:
-        from tunery.train.models import load_reference_model
-
-        kwargs["ref_model"] = load_reference_model(cfg, tokenizer)  # None for adapters: the base is the reference
+        kwargs["ref_model"] = reference(cfg, tokenizer)  # None for adapters: the base is the reference
     return kwargs
 
 
 SFT = Stage(SftTrainer, build_collator, trainer_kwargs=_sft_kwargs)  # packing-aware; plain padding otherwise
+
+
+def workflow_stage(cfg: Config) -> Stage:
+    return SFT
 
 
 def run_sft(cfg: Config) -> None:

@@ -43,7 +43,9 @@ def interrupted(interrupt, step: int, path: str) -> TrainingInterrupted:
 class Stage:
     trainer_cls: type
     collator: Callable[[Any, Any, int | None, Any], Any]  # (cfg, tokenizer, pad_to_multiple_of, model) -> collator
-    trainer_kwargs: Callable[[Any, Any], dict] = field(default=lambda cfg, tokenizer: {})  # e.g. the ref model
+    # (cfg, tokenizer, reference) -> extra Trainer kwargs, e.g. the ref model: ``reference(cfg, tokenizer)`` loads it
+    # (train/models.py's load_reference_model; the estimate's probe passes a randomly initialised one)
+    trainer_kwargs: Callable[[Any, Any, Callable], dict] = field(default=lambda cfg, tokenizer, reference: {})
 
 
 def _encode(cfg: Config, records, template, tokenizer, stage: str):
@@ -114,6 +116,7 @@ def run_stage(cfg: Config, stage: Stage) -> None:
     from tunery.train.callbacks import InterruptCallback, LogCallback
     from tunery.train.checkpoints import check_fits_model
     from tunery.train.extra_callbacks import option_callbacks
+    from tunery.train.models import load_reference_model
     from tunery.train.ranks import check_ranks_agree
 
     # 1. Everything that can fail on the user's input happens before the model loads.
@@ -165,7 +168,7 @@ def run_stage(cfg: Config, stage: Stage) -> None:
         data_collator=stage.collator(cfg, tokenizer, multiple_of, model),
         processing_class=tokenizer,
         callbacks=[LogCallback(cfg.output_dir), interrupt, *option_callbacks(cfg)],
-        **stage.trainer_kwargs(cfg, tokenizer),
+        **stage.trainer_kwargs(cfg, tokenizer, load_reference_model),
     )
 
     # 4. Train, save artifacts, evaluate, predict, plot.
