@@ -77,6 +77,8 @@ class RecordView:
 
     def __init__(self, table, order, mapped: MappedFile | None = None):
         self.table, self.order, self.mapped = table, np.asarray(order, dtype=np.int64), mapped
+        self._batches = table.to_batches()
+        self._starts = np.cumsum([0] + [b.num_rows for b in self._batches])
 
     def __len__(self) -> int:
         return len(self.order)
@@ -84,8 +86,20 @@ class RecordView:
     def __bool__(self) -> bool:
         return len(self.order) > 0
 
+    def _rows(self, indices: np.ndarray) -> list[dict]:
+        """The rows at ``indices``, taken from each record batch they fall in: Arrow's take on a whole (chunked)
+        table first concatenates every chunk of each column — memory and time in the table's size, per call."""
+        which = np.searchsorted(self._starts, indices, side="right") - 1
+        rows: list = [None] * len(indices)
+        for batch in np.unique(which):
+            at = np.flatnonzero(which == batch)
+            taken = self._batches[batch].take(indices[at] - self._starts[batch]).to_pylist()
+            for position, row in zip(at, taken):
+                rows[position] = row
+        return rows
+
     def _decode(self, indices) -> list[AlignedRecord]:
-        rows = self.table.take(indices).to_pylist()
+        rows = self._rows(np.asarray(indices, dtype=np.int64))
         if self.mapped is not None:
             self.mapped.release()
         return [record_from_row(r) for r in rows]
