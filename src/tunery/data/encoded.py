@@ -70,13 +70,36 @@ def table_figures(table) -> Counter:
     return out
 
 
+def _int_lists(values: list, arrow_type):
+    """A list<int> column from Python lists of ints, built flat (offsets + one numpy array of all values): an order
+    of magnitude faster than pyarrow converting the nested lists."""
+    from itertools import chain
+
+    import numpy as np
+    import pyarrow as pa
+
+    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    if offsets[-1] >= 2**31:  # beyond list<int>'s 32-bit offsets: let pyarrow say so
+        return pa.array(values, type=arrow_type)
+    flat = np.fromiter(chain.from_iterable(values), dtype=arrow_type.value_type.to_pandas_dtype(),
+                       count=int(offsets[-1]))
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat))
+
+
 def to_table(examples: list[dict]):
     """A pyarrow Table of encoded examples (the columns of the first one)."""
     import pyarrow as pa
 
     columns = {}
     for key, first in examples[0].items():
-        columns[key] = pa.array([e[key] for e in examples], type=_arrow_type(key, first))
+        values = [e[key] for e in examples]
+        arrow_type = _arrow_type(key, first)
+        if pa.types.is_list(arrow_type) and all(isinstance(v, (list, tuple)) for v in values):
+            columns[key] = _int_lists(values, arrow_type)
+        else:
+            columns[key] = pa.array(values, type=arrow_type)
     return pa.table(columns)
 
 

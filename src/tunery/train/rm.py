@@ -16,8 +16,13 @@ if TYPE_CHECKING:
 
 
 def _pairs(examples):
-    return None if examples is None else [
-        {"chosen_ids": e["chosen_input_ids"], "rejected_ids": e["rejected_input_ids"]} for e in examples]
+    """The pairs under the names TRL's collator reads; a Dataset stays Arrow (columns renamed, nothing read)."""
+    if examples is None:
+        return None
+    names = {"chosen_input_ids": "chosen_ids", "rejected_input_ids": "rejected_ids"}
+    if hasattr(examples, "select_columns"):
+        return examples.select_columns(list(names)).rename_columns(names)
+    return [{new: e[old] for old, new in names.items()} for e in examples]
 
 
 class RewardTrainer(TrlTrainerMixin, TrlRewardTrainer):
