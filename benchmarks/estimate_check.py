@@ -6,7 +6,7 @@ divided by the steps between them (the tiny model's steps take ~30 ms, so its ru
 file is polled every 0.1 s). Target: every ratio within 0.75–1.25. Run it on a quiet machine: the probe and the run
 are minutes apart, so load that comes and goes between them shows as error.
 
-    .venv/bin/python benchmarks/estimate_check.py [--steps 12] [--tiny-steps 200] [--cases tiny-lora-b2-c256,...]
+    .venv/bin/python benchmarks/estimate_check.py [--steps 30] [--tiny-steps 200] [--cases tiny-lora-b2-c256,...]
                                                   [--json OUT]
 """
 
@@ -90,7 +90,7 @@ def report(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--tiny-steps", type=int, default=200)
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--json")

@@ -21,8 +21,8 @@ OPTIONS = [
            "the same options (into OUTPUT_DIR-reproduce unless output_dir is given), saying what differs now "
            "(library versions, data files, tokenizer). Options given beside it override the card's.", R,
            check=_run_card),
-    Option("estimate_probe", "bool", True, "tunery estimate: time a training step on a randomly initialised copy of "
-           "the model (1-2 layers for large models) to find the step time.", "estimate"),
+    Option("estimate_probe", "bool", True, "tunery estimate: time a few steps of the stage's own Trainer on the run's "
+           "encoded examples, with a randomly initialised copy of the model (1-2 layers for large models).", "estimate"),
     Option("estimate_tflops", "float", None, "tunery estimate: the device's throughput in TFLOP/s; given, the step "
            "time comes from FLOPs instead of the probe.", "estimate", check=positive),
     Option("estimate_device_memory_gb", "float", None, "tunery estimate: memory per device to fit in, GiB "
