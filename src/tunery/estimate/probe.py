@@ -41,9 +41,9 @@ def _probe_cfg(cfg: Config, gradient_checkpointing: bool) -> Config:
                        disable_gradient_checkpointing=not gradient_checkpointing)
 
 
-def _random_model(cfg: Config, path: str, num_layers: int | None):
+def _random_model(cfg: Config, path: str, num_layers: int | None, pad_token_id: int | None = None):
     """Seeded random weights from ``path``'s config, the run's dtype and attention; a 1-output score head when the
-    stage trains a reward model."""
+    stage trains a reward model (it reads the score at the last token that is not ``pad_token_id``)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -57,7 +57,7 @@ def _random_model(cfg: Config, path: str, num_layers: int | None):
             config.layer_types = config.layer_types[:num_layers]
     model_class = AutoModelForCausalLM
     if stage_spec(cfg.stage).saves == "score":
-        model_class, config.num_labels = AutoModelForSequenceClassification, 1
+        model_class, config.num_labels, config.pad_token_id = AutoModelForSequenceClassification, 1, pad_token_id
     attn = attention_implementation(cfg)
     torch.manual_seed(0)
     return model_class.from_config(config, dtype=compute_dtype(cfg), **({"attn_implementation": attn} if attn else {}))
@@ -69,9 +69,8 @@ def build_probe_model(cfg: Config, num_layers: int | None, gradient_checkpointin
 
     from tunery.model.adapters import prepare_for_training
 
-    model = _random_model(cfg, cfg.model_name_or_path, num_layers)
-    if tokenizer is not None and getattr(model.config, "num_labels", None) == 1:
-        model.config.pad_token_id = tokenizer.pad_token_id  # a reward model reads the last non-pad token
+    model = _random_model(cfg, cfg.model_name_or_path, num_layers,
+                          tokenizer.pad_token_id if tokenizer is not None else None)
     pcfg = _probe_cfg(cfg, gradient_checkpointing)
     quiet = logging.getLogger("tunery")
     level = quiet.level
@@ -95,16 +94,16 @@ def _random_reference(num_layers: int | None):
     return reference
 
 
-def _batch(model, rows: int, length: int, padding_free: bool, examples_in_row: int):
-    """A random micro-batch of ``rows`` × ``length`` tokens, every token a label (a reward model's score head: none,
-    its loss is computed outside the model)."""
+def _batch(model, rows: int, length: int, padding_free: bool, examples_in_row: int, labels: bool = True):
+    """A random micro-batch of ``rows`` × ``length`` tokens, every token a label (``labels: False`` for a reward
+    model, whose loss is computed outside the model)."""
     import torch
 
     vocab = model.get_input_embeddings().weight.shape[0]
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(3, max(4, vocab - 1), (rows, length), generator=gen)
     batch = {"input_ids": ids}
-    if getattr(model.config, "num_labels", None) != 1 or not hasattr(model, "score"):
+    if labels:
         batch["labels"] = ids.clone()
     if padding_free and examples_in_row > 1:
         per = max(1, length // examples_in_row)
@@ -188,8 +187,11 @@ def run_probe(cfg: Config, total_params: int, layers: int, peak: tuple[int, int]
     one = build_probe_model(cfg, 1, False, tokenizer)
     two = build_probe_model(cfg, 2, False, tokenizer)
     peak_tokens = peak[0] * peak[1]
-    b1, big1 = saved_bytes(one, _batch(one, *peak, padding_free, examples_per_row))
-    b2, _ = saved_bytes(two, _batch(two, *peak, padding_free, examples_per_row))
+    from tunery.config.stages import stage_spec
+
+    lm = stage_spec(cfg.stage).saves == "lm"
+    b1, big1 = saved_bytes(one, _batch(one, *peak, padding_free, examples_per_row, lm))
+    b2, _ = saved_bytes(two, _batch(two, *peak, padding_free, examples_per_row, lm))
     layer = max(0, b2 - b1) / peak_tokens
     base = max(0, b1 - (b2 - b1)) / peak_tokens
     step = step_tokens = None
