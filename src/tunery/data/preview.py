@@ -204,14 +204,15 @@ def print_summary(out: _Out, summary: dict) -> None:
 
 
 # ---------------------------------------------------------------- the command
-def preview(cfg, stream: TextIO | None = None, color: bool | None = None) -> dict:
-    """Run the preview for ``cfg`` and return the summary (also printed)."""
+def preview(cfg, stream: TextIO | None = None, color: bool | None = None, session=None) -> dict:
+    """Run the preview for ``cfg`` and return the summary (also printed); ``session`` (tokenizer and template) is
+    opened from ``cfg`` unless the caller has one."""
     from tunery.model.session import open_session
 
     from .dataset import check_template_tokens, encode_loaded, load_records
 
     stream = stream or sys.stdout  # (the packing options were checked with the config, config/data_options.py)
-    session = open_session(cfg, "preview")
+    session = session or open_session(cfg, "preview")
     tokenizer, template = session.tokenizer, session.template
     check_template_tokens(template, tokenizer, cfg.model_name_or_path or "")
     loaded = load_records(cfg)

@@ -23,14 +23,15 @@ def render_preview(values: dict[str, Any], num: int = PREVIEW_NUM) -> tuple[str,
     from tunery.config.loader import parse_config
     from tunery.data.preview import preview, print_summary, segments
     from tunery.data.records import IGNORE_INDEX
-    from tunery.model.load import load_tokenizer
+    from tunery.model.session import open_session
 
     cfg = parse_config("preview", overrides={**values, "preview_num": num, "preview_format": "json"})
+    session = open_session(cfg, "preview")  # one tokenizer for the preview and for marking its tokens
     buffer = io.StringIO()
-    summary = preview(cfg, stream=buffer)
+    summary = preview(cfg, stream=buffer, session=session)
     items = [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
     items = [item for item in items if "summary" not in item]
-    tokenizer = load_tokenizer(cfg)
+    tokenizer = session.tokenizer
     blocks = []
     for item in items:
         for name in ("chosen", "rejected") if "chosen_input_ids" in item else ("",):
