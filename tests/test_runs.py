@@ -190,3 +190,20 @@ def test_estimate_does_not_time_generating_stages(tiny_llama3_dir, shared_datase
     assert main(["estimate", "--format", "json", *flags]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["time"]["step_seconds"] is None and "estimate_tflops" in result["time"]["method"]
+
+
+def test_estimate_of_a_large_model_extrapolates_from_one_and_two_layers(tiny_llama3_dir, tmp_path, capsys,
+                                                                          monkeypatch):
+    """Above FULL_DEPTH_PROBE_PARAMS the step is timed on 1- and 2-layer copies and extrapolated; they train on the
+    same micro-batches the full-depth probe does (same sampler, same examples)."""
+    from tunery.estimate import probe
+
+    flags = options(tiny_llama3_dir, tmp_path / "never")
+    assert main(["estimate", "--format", "json", *flags]) == 0
+    full = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    monkeypatch.setattr(probe, "FULL_DEPTH_PROBE_PARAMS", 0)
+    assert main(["estimate", "--format", "json", *flags]) == 0
+    layered = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "extrapolated" in layered["time"]["method"] and "full model" in full["time"]["method"]
+    assert layered["time"]["step_seconds"] > 0
+    assert layered["probe"]["step_tokens"] == full["probe"]["step_tokens"] > 0
