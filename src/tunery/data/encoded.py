@@ -81,8 +81,6 @@ def _int_lists(values: list, arrow_type):
     lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
     offsets = np.zeros(len(values) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    if offsets[-1] >= 2**31:  # beyond list<int>'s 32-bit offsets: let pyarrow say so
-        return pa.array(values, type=arrow_type)
     flat = np.fromiter(chain.from_iterable(values), dtype=arrow_type.value_type.to_pandas_dtype(),
                        count=int(offsets[-1]))
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat))

@@ -145,6 +145,7 @@ def _time_steps(cfg: Config, model, examples, tokenizer, stage, num_layers: int 
 
     from tunery.train.artifacts import training_arguments
     from tunery.train.callbacks import LogCallback
+    from tunery.train.workflow import build_trainer
 
     seen = [0]
     at_step_end: list[tuple[float, int]] = []
@@ -164,12 +165,8 @@ def _time_steps(cfg: Config, model, examples, tokenizer, stage, num_layers: int 
                                        "save_steps"),
                                 output_dir=tmp, max_steps=PROBE_STEPS, save_strategy="no", eval_strategy="no",
                                 report_to=["none"], do_eval=False, load_best_model_at_end=False, disable_tqdm=True)
-        args = training_arguments(probe_cfg)
-        trainer = stage.trainer_cls(cfg=probe_cfg, model=model, args=args, train_dataset=examples,
-                                    data_collator=stage.collator(probe_cfg, tokenizer,
-                                                                 8 if args.fp16 or args.bf16 else None, model),
-                                    processing_class=tokenizer, callbacks=[LogCallback(tmp), StepClock()],
-                                    **stage.trainer_kwargs(probe_cfg, tokenizer, _random_reference(num_layers)))
+        trainer = build_trainer(stage, probe_cfg, model, training_arguments(probe_cfg), tokenizer, examples, None,
+                                [LogCallback(tmp), StepClock()], _random_reference(num_layers))
         trainer.train()
     hook.remove()
     (t0, n0), (t1, n1) = at_step_end[WARMUP_STEPS - 1], at_step_end[-1]

@@ -71,7 +71,6 @@ def estimate(cfg: Config) -> dict:
     """The whole estimate as a dict (what --format json prints)."""
     from tunery.data.dataset import prepare_datasets
     from tunery.model.session import open_session
-
     from tunery.utils.memory import apply_malloc_mmap_threshold
 
     apply_malloc_mmap_threshold(cfg)  # as the training process does: its allocations, and so its speed and memory

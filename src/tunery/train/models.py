@@ -51,5 +51,5 @@ def load_reference_model(cfg: Config, tokenizer):
         return None
     model = load_model(cfg, tokenizer, path=path)
     model = merge_adapter(model, cfg.ref_model_adapters if cfg.ref_model else None)
-    logger.info("reference model: %s", cfg.ref_model or cfg.model_name_or_path)
+    logger.info("reference model: %s", path)
     return freeze(model)

@@ -48,6 +48,24 @@ class Stage:
     trainer_kwargs: Callable[[Any, Any, Callable], dict] = field(default=lambda cfg, tokenizer, reference: {})
 
 
+def build_trainer(stage: Stage, cfg: Config, model, args, tokenizer, train, evaluation, callbacks: list, reference):
+    """The stage's Trainer over ``train``/``evaluation``, with its collator (padded to multiples of 8 in fp16/bf16) and
+    extra kwargs; ``reference(cfg, tokenizer)`` gives the reference model where the stage has one. The run and the
+    estimate's probe both build their Trainer here."""
+    multiple_of = 8 if args.fp16 or args.bf16 else None
+    return stage.trainer_cls(
+        cfg=cfg,
+        model=model,
+        args=args,
+        train_dataset=train or None,
+        eval_dataset=evaluation or None,
+        data_collator=stage.collator(cfg, tokenizer, multiple_of, model),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        **stage.trainer_kwargs(cfg, tokenizer, reference),
+    )
+
+
 def _encode(cfg: Config, records, template, tokenizer, stage: str):
     """The records encoded for ``stage`` as a memory-mapped Dataset (Arrow files in a temporary folder)."""
     from tunery.data.dataset import encode_to_dataset
@@ -158,18 +176,8 @@ def run_stage(cfg: Config, stage: Stage) -> None:
 
     # 3. The transformers Trainer does the loop.
     interrupt = InterruptCallback()
-    multiple_of = 8 if args.fp16 or args.bf16 else None
-    trainer = stage.trainer_cls(
-        cfg=cfg,
-        model=model,
-        args=args,
-        train_dataset=data.train or None,
-        eval_dataset=evaluation or None,
-        data_collator=stage.collator(cfg, tokenizer, multiple_of, model),
-        processing_class=tokenizer,
-        callbacks=[LogCallback(cfg.output_dir), interrupt, *option_callbacks(cfg)],
-        **stage.trainer_kwargs(cfg, tokenizer, load_reference_model),
-    )
+    trainer = build_trainer(stage, cfg, model, args, tokenizer, data.train, evaluation,
+                            [LogCallback(cfg.output_dir), interrupt, *option_callbacks(cfg)], load_reference_model)
 
     # 4. Train, save artifacts, evaluate, predict, plot.
     if cfg.do_train:
