@@ -256,7 +256,7 @@ def test_record_view_reads_rows_batch_by_batch_in_any_order(tmp_path):
     from tunery.data.records import AlignedRecord
 
     records = [AlignedRecord([{"role": "user", "content": f"q{i}"}], [{"role": "assistant", "content": f"a{i}"}],
-                             "", "", None, f"set[{i}]", {}) for i in range(50)]
+                             "", "", None, f"set[{i}]", {"row": i} if i % 3 else {}) for i in range(50)]
     columns = record_columns(records)
     batches = [pa.RecordBatch.from_pydict({k: v[i:i + 7] for k, v in columns.items()}) for i in range(0, 50, 7)]
     table = pa.Table.from_batches(batches)
@@ -266,6 +266,7 @@ def test_record_view_reads_rows_batch_by_batch_in_any_order(tmp_path):
     got = view[3:27]  # spans several batches, out of order
     assert [r.source for r in got] == [f"set[{i}]" for i in order[3:27]]
     assert view[0].response[0]["content"] == f"a{order[0]}" and len(list(view)) == 30
+    assert [r.extra for r in got] == [{"row": int(i)} if i % 3 else {} for i in order[3:27]]
 
 
 def test_shard_writer_gathers_chunks_into_large_record_batches(tmp_path, monkeypatch):
@@ -287,3 +288,55 @@ def test_shard_writer_gathers_chunks_into_large_record_batches(tmp_path, monkeyp
     dataset = encoded.open_shards([path])
     assert len(dataset) == 400 and writer.rows == 400
     assert [dataset[i]["input_ids"][:2] for i in (0, 11, 399)] == [[0, 0], [1, 1], [39, 9]]
+
+
+def test_tokenizing_ahead_on_several_threads_gives_the_same_examples(tiny_llama3_dir, tokenizer, shared_datasets,
+                                                                     tmp_path, monkeypatch):
+    """One process tokenizes the next chunks on helper threads, each calling the tokenizer serially while encoding
+    (TOKENIZERS_PARALLELISM=false inside, the user's setting back afterwards): the examples, their order and the
+    drops do not depend on how many threads there are."""
+    from tunery.data import encoded
+    from tunery.data.template_select import resolve_template
+
+    cfg = make_cfg(tiny_llama3_dir, shared_datasets, tmp_path, dataset="alpaca_en_demo", max_samples=None,
+                   val_size=None, tokenized_path=None)
+    template = resolve_template(cfg, tokenizer)
+    records = load_records(cfg).train
+    from tunery.data import encode
+
+    seen, tokenize = set(), encode._chunk_tokens
+
+    def watched(*args):
+        seen.add(os.environ.get("TOKENIZERS_PARALLELISM"))
+        return tokenize(*args)
+
+    monkeypatch.setattr(encode, "_chunk_tokens", watched)
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    results = []
+    for threads in (1, 3):
+        monkeypatch.setattr(encoded, "_tokenizer_threads", lambda n=threads: n)
+        results.append(encode_dataset(records, "sft", template, tokenizer, cfg.cutoff_len, chunk_size=64))
+    assert list(results[0]) == list(results[1]) and results[0].dropped == results[1].dropped
+    assert len(results[0]) == len(records) and seen == {"false"}
+    assert "TOKENIZERS_PARALLELISM" not in os.environ
+    with encoded.serial_tokenizer():
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")  # the user's own choice is kept
+    with encoded.serial_tokenizer():
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+
+
+def test_list_columns_keep_their_values_with_all_ones_columns_built_fast():
+    import pyarrow as pa
+
+    from tunery.data.encoded import to_table
+
+    table = to_table([{"input_ids": [5, 1, 1], "attention_mask": [1, 1, 1]},
+                      {"input_ids": [1], "attention_mask": [1]},
+                      {"input_ids": [], "attention_mask": []}])
+    assert table.column("attention_mask").to_pylist() == [[1, 1, 1], [1], []]
+    assert table.column("input_ids").to_pylist() == [[5, 1, 1], [1], []]
+    mixed = to_table([{"attention_mask": [1, 1]}, {"attention_mask": [1, 0]}])
+    assert mixed.column("attention_mask").to_pylist() == [[1, 1], [1, 0]]
+    assert pa.types.is_list(mixed.schema.field("attention_mask").type)

@@ -29,7 +29,7 @@ RECORD_COLUMNS = ("prompt", "response", "system", "tools", "kto_tag", "source", 
 
 
 def record_columns(records: list[AlignedRecord]) -> dict[str, list]:
-    """AlignedRecords as columns of strings (messages as JSON) and a bool, the layout :func:`record_from_row` reads."""
+    """AlignedRecords as columns of strings (messages as JSON) and a bool, the layout :func:`records_from_columns` reads."""
     return {
         "prompt": [json.dumps(r.prompt, ensure_ascii=False) for r in records],
         "response": [json.dumps(r.response, ensure_ascii=False) for r in records],
@@ -41,9 +41,15 @@ def record_columns(records: list[AlignedRecord]) -> dict[str, list]:
     }
 
 
-def record_from_row(row: dict) -> AlignedRecord:
-    return AlignedRecord(json.loads(row["prompt"]), json.loads(row["response"]), row["system"], row["tools"],
-                         row["kto_tag"], row["source"], json.loads(row["extra"]))
+def _loads(text: str):
+    return {} if text == "{}" else json.loads(text)  # most records have no extra columns: no parse for those
+
+
+def records_from_columns(columns: dict[str, list]) -> list[AlignedRecord]:
+    """The AlignedRecords of ``columns`` (the layout :func:`record_columns` writes), row by row."""
+    loads = json.loads
+    return [AlignedRecord(loads(p), loads(r), s, t, k, src, _loads(e)) for p, r, s, t, k, src, e in
+            zip(*(columns[name] for name in RECORD_COLUMNS))]
 
 
 class MappedFile:
@@ -86,23 +92,22 @@ class RecordView:
     def __bool__(self) -> bool:
         return len(self.order) > 0
 
-    def _rows(self, indices: np.ndarray) -> list[dict]:
-        """The rows at ``indices``, taken from each record batch they fall in: Arrow's take on a whole (chunked)
-        table first concatenates every chunk of each column — memory and time in the table's size, per call."""
+    def _decode(self, indices) -> list[AlignedRecord]:
+        """The records at ``indices``, taken from each record batch they fall in (Arrow's take on a whole chunked
+        table first concatenates every chunk of each column: memory and time in the table's size, per call) and
+        decoded column by column."""
+        indices = np.asarray(indices, dtype=np.int64)
         which = np.searchsorted(self._starts, indices, side="right") - 1
-        rows: list = [None] * len(indices)
+        records: list = [None] * len(indices)
         for batch in np.unique(which):
             at = np.flatnonzero(which == batch)
-            taken = self._batches[batch].take(indices[at] - self._starts[batch]).to_pylist()
-            for position, row in zip(at, taken):
-                rows[position] = row
-        return rows
-
-    def _decode(self, indices) -> list[AlignedRecord]:
-        rows = self._rows(np.asarray(indices, dtype=np.int64))
+            taken = self._batches[batch].take(indices[at] - self._starts[batch])
+            decoded = records_from_columns({name: taken.column(name).to_pylist() for name in RECORD_COLUMNS})
+            for position, record in zip(at, decoded):
+                records[position] = record
         if self.mapped is not None:
             self.mapped.release()
-        return [record_from_row(r) for r in rows]
+        return records
 
     def __getitem__(self, item):
         if isinstance(item, slice):

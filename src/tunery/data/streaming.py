@@ -97,7 +97,7 @@ def _batch_encoder(cfg, template, tokenizer):
     from .dataset import encode_cutoff
     from .encode import _encode_chunk, bound_texts, chunk_text_bound, encoding_plan
     from .packing import pack_examples, packing_enabled
-    from .record_store import RECORD_COLUMNS, record_from_row
+    from .record_store import records_from_columns
 
     cutoff = encode_cutoff(cfg)
     kind, options = encoding_plan(cfg.stage, template, cutoff, train_on_prompt=cfg.train_on_prompt,
@@ -107,8 +107,7 @@ def _batch_encoder(cfg, template, tokenizer):
     keys = ["input_ids", "attention_mask", "labels"] + (["position_ids"] if pack else [])
 
     def encode(batch: dict) -> dict:
-        n = len(batch[RECORD_COLUMNS[0]])
-        records = [record_from_row({k: batch[k][i] for k in RECORD_COLUMNS}) for i in range(n)]
+        records = records_from_columns(batch)
         if limit is not None:
             records, _ = bound_texts(records, limit)
         examples, _ = _encode_chunk(records, kind, template, tokenizer, cutoff, options)
