@@ -195,7 +195,7 @@ def serial_tokenizer():
 def _tokenizer_threads() -> int:
     """Helper threads tokenizing ahead in one process: one per core (up to 8), each calling the tokenizer serially:
     on few cores the Rust thread pool's idle spinning competes with the Python thread for CPU."""
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    return max(1, min(8, os.cpu_count() or 1))  # (the count data/dataset.py:_workers uses)
 
 
 def _encode_serially(records, kind, template, tokenizer, cutoff_len, options, chunks, limit, writer) -> tuple:

@@ -29,7 +29,8 @@ RECORD_COLUMNS = ("prompt", "response", "system", "tools", "kto_tag", "source", 
 
 
 def record_columns(records: list[AlignedRecord]) -> dict[str, list]:
-    """AlignedRecords as columns of strings (messages as JSON) and a bool, the layout :func:`records_from_columns` reads."""
+    """AlignedRecords as columns of strings (messages as JSON) and a bool, the layout
+    :func:`records_from_columns` reads."""
     return {
         "prompt": [json.dumps(r.prompt, ensure_ascii=False) for r in records],
         "response": [json.dumps(r.response, ensure_ascii=False) for r in records],
